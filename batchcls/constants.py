@@ -1,0 +1,24 @@
+"""IMAGENET_MEAN/STD, BATCH_SIZE = 48, SHARD_IMAGES, MAX_SHARDS_IN_FLIGHT (each with its reason)."""
+
+# torchvision's ImageNet statistics: what every timm DLA checkpoint was trained with.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+# The batch the vendor's benchmarks (vamp -b 48) and the published figures use.
+BATCH_SIZE = 48
+
+# 1,000 crops of 224x224 are ~150 MB uncompressed: big enough to amortise a Ray task
+# (~0.2 s overhead), small enough that a lost shard costs seconds, not minutes.
+SHARD_IMAGES = 1000
+
+# Shards prepared but not yet consumed, per inference worker: two keep a worker fed
+# while the next is being prepared; more only grows memory.
+MAX_SHARDS_IN_FLIGHT_PER_WORKER = 2
+
+# top-5 is what the seed table reports.
+TOPK = 5
+
+# Number of ImageNet-1k classes.
+NUM_CLASSES = 1000
+
+IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png", ".bmp", ".webp", ".tif", ".tiff")
