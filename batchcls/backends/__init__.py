@@ -1,0 +1,21 @@
+"""Backends: create_backend(name) opens a model for one device; onnxruntime is the default."""
+
+from __future__ import annotations
+
+from ..errors import BatchclsError
+from .base import Backend
+
+BACKENDS = ("onnxruntime",)
+
+
+def create_backend(name: str, model_path: str, **options) -> Backend:
+    """A backend session for `model_path`; `options` are the backend's own (providers, intra_op_threads).
+
+    A new runtime (an accelerator SDK) is one module with a class following `Backend`, registered here;
+    its import stays inside this function so hosts without it still run everything else.
+    """
+    if name == "onnxruntime":
+        from .onnx import OnnxBackend
+
+        return OnnxBackend(model_path, **options)
+    raise BatchclsError(f"inference.backend: {name!r} is not a known backend; allowed: {', '.join(BACKENDS)}")

@@ -1,0 +1,24 @@
+"""The backend protocol: open a model on one device, run a float32 NCHW batch, return logits."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+
+
+class Backend(Protocol):
+    """One model session on one device. `batch_size` is the model's fixed batch, or None when dynamic
+    (a fixed-batch model gets its last, short batch padded and the padding's outputs dropped)."""
+
+    name: str
+    batch_size: int | None
+    input_shape: tuple  # (C, H, W) the model expects; entries may be None when dynamic
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        """float32 [N, C, H, W] normalised input -> float32 [N, num_classes] logits."""
+        ...
+
+    def describe(self) -> dict:
+        """What runs where: runtime version, providers, threads; for the report."""
+        ...

@@ -1,0 +1,46 @@
+"""Softmax, top-k, and top-1/top-5 accuracy overall and per class (numpy only)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax in float32 of [N, C] logits, stable for large logits."""
+    x = logits.astype(np.float32, copy=False)
+    e = np.exp(x - x.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def topk(logits: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(ids int16 [N, k], probs float32 [N, k]) in descending order of logit; ties go to the lower class id."""
+    k = min(k, logits.shape[1])
+    ids = np.argsort(-logits.astype(np.float32, copy=False), axis=1, kind="stable")[:, :k]
+    probs = np.take_along_axis(softmax(logits), ids, axis=1)
+    return ids.astype(np.int16), probs.astype(np.float32)
+
+
+def accuracy(labels: np.ndarray, topk_ids: np.ndarray, ks: tuple[int, ...] = (1, 5)) -> dict:
+    """Top-k accuracy in percent over the rows given (labels int [N], topk_ids [N, K]).
+
+    Returns {'count': N, 'top1': %, 'top5': %}; a k larger than K counts hits within K and is reported
+    as None, since it would understate the model.
+    """
+    n = int(labels.shape[0])
+    out: dict = {"count": n}
+    for k in ks:
+        if n == 0 or k > topk_ids.shape[1]:
+            out[f"top{k}"] = None
+            continue
+        hits = (topk_ids[:, :k] == labels[:, None]).any(axis=1)
+        out[f"top{k}"] = float(100.0 * hits.sum() / n)
+    return out
+
+
+def per_class_accuracy(labels: np.ndarray, topk_ids: np.ndarray, num_classes: int) -> dict[int, dict]:
+    """{class: {'count', 'top1', 'top5'}} for each class present in `labels`."""
+    out = {}
+    for c in np.unique(labels):
+        m = labels == c
+        out[int(c)] = accuracy(labels[m], topk_ids[m])
+    return out

@@ -1,0 +1,319 @@
+"""The only place that knows the flow: plan -> prep (Ray tasks) || infer (Ray actor pool) -> reduce -> report."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections import deque
+
+import ray
+from tqdm import tqdm
+
+from .config import Job
+from .constants import MAX_SHARDS_IN_FLIGHT_PER_WORKER
+from .cache import check_writable, shard_cache_path
+from .errors import BatchclsError
+from .plan import Plan, make_plan
+from .rundir import RunDir
+from .stages.infer import InferWorker
+from .stages.prep import prep_shard, transform_spec
+from .stages.reduce import reduce_shard
+from .stages.report import compute_metrics, format_report
+from .synthetic import generate_imagenet_folder
+
+# Ray retries a prep task whose process died (OOM, segfault in a decoder) this many times.
+PREP_MAX_RETRIES = 3
+# An inference worker lost mid-run is replaced this many times in all before the run gives up.
+MAX_WORKER_REPLACEMENTS = 8
+WAIT_TIMEOUT_S = 1.0
+
+
+def _prep_task(root, samples, spec, cache_path):
+    prepared = prep_shard(root, samples, spec, cache_path)
+    meta = {"n": len(samples), "ok": int(prepared["images"].shape[0]), "cached": prepared["cached"],
+            "prep_s": prepared["prep_s"], "end": time.time()}
+    return meta, prepared
+
+
+class _RemoteWorker(InferWorker):
+    def __call__(self, prepared: dict) -> dict:
+        start = time.time()
+        out = super().__call__(prepared)
+        out["start"], out["end"] = start, time.time()
+        return out
+
+
+def resolve_model(job: Job) -> str:
+    """The ONNX file to run: `model.onnx`, or the graph built (and cached) from `model.weights`."""
+    if job.model.onnx is not None:
+        return job.model.onnx
+    try:
+        from .models.export import cached_onnx
+    except ImportError:
+        raise BatchclsError("model.weights: building ONNX from weights is not available in this install; "
+                            "export the model yourself and set model.onnx") from None
+    return cached_onnx(job.model.name, job.model.weights, os.path.join(job.runtime.cache_dir, "onnx"))
+
+
+def generate_dataset(job: Job, log) -> None:
+    """For demo jobs: fill `dataset.root` with generated ImageNet-like JPEGs when it holds none."""
+    gen = job.dataset.generate
+    root = job.dataset.root
+    if gen is None or (os.path.isdir(root) and any(n.endswith(".JPEG") for n in os.listdir(root))):
+        return
+    log(f"generating {gen.count} ImageNet-like JPEGs in {root} (dataset.generate)")
+    generate_imagenet_folder(root, gen.count, gen.classes, gen.seed)
+
+
+def init_ray(job: Job) -> bool:
+    """Join `runtime.ray_address`, or start a local cluster; True when this run started Ray (and stops it)."""
+    if ray.is_initialized():
+        return False
+    kwargs = {"include_dashboard": False, "log_to_driver": True, "logging_level": "ERROR"}
+    try:
+        if job.runtime.ray_address:
+            ray.init(address=job.runtime.ray_address, **kwargs)
+        else:
+            ray.init(num_cpus=job.runtime.num_cpus, **kwargs)
+    except (ConnectionError, ValueError, RuntimeError) as e:
+        raise BatchclsError(f"runtime.ray_address: cannot join Ray at {job.runtime.ray_address!r}: "
+                            f"{' '.join(str(e).split())[:200]}; start the cluster with 'ray start --head' "
+                            "or remove the field to run on a local cluster") from None
+    return True
+
+
+def worker_count(job: Job) -> int:
+    """`inference.workers`, or for 'auto' one worker per unit of the accelerator resource asked for."""
+    if job.inference.workers != "auto":
+        return int(job.inference.workers)
+    res = {k: v for k, v in job.inference.resources.items() if k != "CPU" and v > 0}
+    total = ray.cluster_resources()
+    if not res:
+        return 1
+    counts = [int(total.get(k, 0) // v) for k, v in res.items()]
+    if min(counts) < 1:
+        raise BatchclsError(f"inference.workers: 'auto' found no {', '.join(res)} in the cluster "
+                            f"(it has {', '.join(sorted(total))}); add such hosts or change inference.resources")
+    return min(counts)
+
+
+def _actor_options(job: Job) -> dict:
+    res = dict(job.inference.resources)
+    opts = {"num_cpus": res.pop("CPU", 0), "max_restarts": 0}
+    if "GPU" in res:
+        opts["num_gpus"] = res.pop("GPU")
+    if res:
+        opts["resources"] = res
+    return opts
+
+
+def _cause(e: Exception) -> Exception:
+    """The user-facing error inside a Ray error, if any."""
+    cause = getattr(e, "cause", None)
+    if isinstance(cause, BatchclsError):
+        return cause
+    text = str(e)
+    for marker in ("BatchclsError: ", "BackendUnavailable: ", "JobError: "):
+        if marker in text:
+            return BatchclsError(text.split(marker, 1)[1].strip().splitlines()[0])
+    return e
+
+
+class Streamer:
+    """Runs prep tasks and the inference pool side by side: a shard goes to inference as soon as it is
+    prepared, and at most `max_in_flight` shards exist at once, so memory does not grow with the dataset."""
+
+    def __init__(self, plan: Plan, todo, out_dir: str, progress: bool, log):
+        job = plan.job
+        self.plan, self.job, self.out_dir, self.log = plan, job, out_dir, log
+        self.pending = deque(todo)
+        self.prep_fn = ray.remote(_prep_task).options(num_returns=2, num_cpus=1, max_retries=PREP_MAX_RETRIES)
+        self.worker_cls = ray.remote(_RemoteWorker)
+        self.worker_args = (plan.model_path, job.inference.backend,
+                            {"providers": list(job.inference.providers),
+                             "intra_op_threads": job.inference.intra_op_threads},
+                            plan.mean, plan.std, job.inference.batch_size, job.output.topk, job.output.save_logits)
+        self.spec = transform_spec(plan.transform_params)
+        self.cache_dir = os.path.join(job.runtime.cache_dir, "shards")
+        self.replacements = 0
+        total = sum(len(s) for s in todo)
+        bar = dict(total=total, unit="img", disable=not progress, file=sys.stderr, dynamic_ncols=True)
+        self.prep_bar = tqdm(desc="prep ", position=0, **bar)
+        self.infer_bar = tqdm(desc="infer", position=1, **bar)
+        self.stats = {"prep_start": None, "prep_end": None, "infer_start": None, "infer_end": None,
+                      "prep_images": 0, "cached_shards": 0, "prepared_shards": 0, "run_s": 0.0, "call_s": 0.0,
+                      "idle_s": [], "workers": []}
+
+    def _new_worker(self):
+        w = self.worker_cls.options(**_actor_options(self.job)).remote(*self.worker_args)
+        try:
+            ray.get(w.check_input.remote(self.plan.crop_shape))
+            info = ray.get(w.describe.remote())
+        except Exception as e:  # noqa: BLE001 - surfaced as the backend's own message
+            raise _cause(e) from None
+        self.stats["workers"].append(info)
+        return w
+
+    def start_workers(self, n: int) -> None:
+        self.workers = [self._new_worker() for _ in range(n)]
+        self.load = [0] * n
+        cpus = ray.available_resources().get("CPU", 1)
+        self.prep_parallel = max(1, int(cpus))
+        self.max_in_flight = n * MAX_SHARDS_IN_FLIGHT_PER_WORKER + self.prep_parallel
+
+    def run(self) -> dict:
+        prep: dict = {}  # meta ref -> (shard, payload ref)
+        ready: deque = deque()  # (shard, payload ref) waiting for a worker
+        infer: dict = {}  # result ref -> (shard, payload ref, worker slot)
+        while self.pending or prep or ready or infer:
+            while self.pending and len(prep) < self.prep_parallel and \
+                    len(prep) + len(ready) + len(infer) < self.max_in_flight:
+                self._submit_prep(self.pending.popleft(), prep)
+            self._assign(ready, infer)
+            refs = list(prep) + list(infer)
+            done, _ = ray.wait(refs, num_returns=1, timeout=WAIT_TIMEOUT_S)
+            for ref in done:
+                if ref in prep:
+                    self._on_prepared(ref, prep, ready)
+                else:
+                    self._on_result(ref, infer, ready)
+        self.prep_bar.close()
+        self.infer_bar.close()
+        return self.stats
+
+    def _submit_prep(self, shard, prep: dict) -> None:
+        cache_path = shard_cache_path(self.cache_dir, self.plan.prep_key, shard.key)
+        samples = [(s.index, s.path) for s in shard.samples]
+        meta, payload = self.prep_fn.remote(self.job.dataset.root, samples, self.spec, cache_path)
+        prep[meta] = (shard, payload)
+        if self.stats["prep_start"] is None:
+            self.stats["prep_start"] = time.time()
+
+    def _on_prepared(self, ref, prep: dict, ready: deque) -> None:
+        shard, payload = prep.pop(ref)
+        try:
+            meta = ray.get(ref)
+        except Exception as e:  # noqa: BLE001 - a prep task that failed after its retries
+            raise BatchclsError(f"prep of shard {shard.id} ({shard.samples[0].path} ...) failed after "
+                                f"{PREP_MAX_RETRIES} retries: {' '.join(str(_cause(e)).split())[:300]}") from None
+        self.stats["prep_end"] = meta["end"]
+        self.stats["prep_images"] += meta["n"]
+        self.stats["cached_shards" if meta["cached"] else "prepared_shards"] += 1
+        self.prep_bar.update(meta["n"])
+        ready.append((shard, payload))
+
+    def _assign(self, ready: deque, infer: dict) -> None:
+        while ready:
+            slot = min(range(len(self.workers)), key=lambda i: self.load[i])
+            if self.load[slot] >= MAX_SHARDS_IN_FLIGHT_PER_WORKER:
+                return
+            shard, payload = ready.popleft()
+            worker = self.workers[slot]
+            infer[worker.__call__.remote(payload)] = (shard, payload, slot, worker)
+            self.load[slot] += 1
+
+    def _on_result(self, ref, infer: dict, ready: deque) -> None:
+        shard, payload, slot, worker = infer.pop(ref)
+        current = self.workers[slot] is worker
+        if current:
+            self.load[slot] -= 1
+        try:
+            result = ray.get(ref)
+        except (ray.exceptions.RayActorError, ray.exceptions.ActorDiedError) as e:
+            if current:  # the other calls queued on the same dead worker are only requeued
+                self._replace_worker(slot, e)
+            ready.appendleft((shard, payload))
+            return
+        except ray.exceptions.RayTaskError as e:
+            cause = _cause(e)
+            if isinstance(cause, BatchclsError):
+                raise cause from None
+            raise
+        reduce_shard(shard, result, self.out_dir)
+        s = self.stats
+        s["infer_start"] = min(s["infer_start"] or result["start"], result["start"])
+        s["infer_end"] = max(s["infer_end"] or 0, result["end"])
+        s["run_s"] += result["run_s"]
+        s["call_s"] += result["call_s"]
+        s["idle_s"].append(result["idle_s"])
+        self.infer_bar.update(len(shard))
+
+    def _replace_worker(self, slot: int, err: Exception) -> None:
+        self.replacements += 1
+        if self.replacements > MAX_WORKER_REPLACEMENTS:
+            raise BatchclsError(f"inference workers died {self.replacements} times; last: {str(err)[:200]}")
+        self.log(f"inference worker {slot} died ({type(err).__name__}); replacing it and redoing its shards")
+        try:
+            ray.kill(self.workers[slot])
+        except Exception:  # noqa: BLE001 - it is already gone
+            pass
+        self.workers[slot] = self._new_worker()
+        self.load[slot] = 0
+
+
+def _timing(stats: dict, images: int, t_command: float, t_end: float) -> dict:
+    def rate(n, a, b):
+        return n / (b - a) if a is not None and b is not None and b > a else 0.0
+
+    idle = stats["idle_s"]
+    return {
+        "end_to_end_s": t_end - t_command,
+        "end_to_end_images_per_s": rate(images, t_command, t_end),
+        "startup_s": (stats["infer_start"] - t_command) if stats["infer_start"] else None,
+        "prep_s": (stats["prep_end"] - stats["prep_start"]) if stats["prep_end"] else 0.0,
+        "prep_images_per_s": rate(stats["prep_images"], stats["prep_start"], stats["prep_end"]),
+        "infer_s": (stats["infer_end"] - stats["infer_start"]) if stats["infer_end"] else 0.0,
+        "infer_images_per_s": rate(images, stats["infer_start"], stats["infer_end"]),
+        "model_run_s": stats["run_s"],
+        "worker_busy_s": stats["call_s"],
+        # Host-side time inside calls (normalise, top-k) and waits between calls, against model time.
+        "host_gap_fraction": (stats["call_s"] - stats["run_s"]) / stats["run_s"] if stats["run_s"] else None,
+        "worker_idle_between_shards_s": sum(idle),
+    }
+
+
+def run_job(job: Job, t_command: float | None = None, log=print) -> dict:
+    """Run a validated job end to end; returns the metrics also written to `output.dir/metrics.json`."""
+    t_command = t_command or time.time()
+    generate_dataset(job, log)
+    model_path = resolve_model(job)
+    plan = make_plan(job, model_path)
+    check_writable(job.runtime.cache_dir, "runtime.cache_dir")
+    for note in plan.notes:
+        log(note)
+    log(f"preprocess: {plan.resolved_preprocess}")
+    with RunDir(job.output.dir) as rundir:
+        rundir.prepare(plan.fingerprint, job.output.overwrite, job.to_dict())
+        done = rundir.finished(plan.shards)
+        todo = [s for s in plan.shards if s.id not in done]
+        log(f"{len(plan.samples)} images in {len(plan.shards)} shards"
+            + (f"; reusing {len(done)} finished shards from {job.output.dir}" if done else ""))
+        stats: dict = {"infer_start": None, "prep_start": None, "prep_end": None, "infer_end": None,
+                       "prep_images": 0, "run_s": 0.0, "call_s": 0.0, "idle_s": [], "workers": [],
+                       "cached_shards": 0, "prepared_shards": 0}
+        if todo:
+            started = init_ray(job)
+            try:
+                streamer = Streamer(plan, todo, job.output.dir, job.runtime.progress, log)
+                streamer.start_workers(worker_count(job))
+                stats = streamer.run()
+            finally:
+                if started:
+                    ray.shutdown()
+        metrics = compute_metrics(job.output.dir)
+        t_end = time.time()
+        metrics["timing"] = _timing(stats, sum(len(s) for s in todo), t_command, t_end)
+        metrics["shards"] = {"total": len(plan.shards), "reused_parts": len(done),
+                             "from_cache": stats["cached_shards"], "prepared": stats["prepared_shards"]}
+        metrics["reference"] = None if plan.zoo_row is None else {
+            "id": plan.zoo_row.id, "top1": plan.zoo_row.top1, "top5": plan.zoo_row.top5}
+        metrics["workers"] = stats["workers"]
+        metrics["preprocess"] = plan.resolved_preprocess
+        metrics["dataset"] = {"root": job.dataset.root, "layout": plan.dataset.layout,
+                              "labels_from": plan.dataset.class_source, "selected": len(plan.samples),
+                              "in_folder": len(plan.dataset.samples)}
+        metrics["job"] = job.to_dict()
+        rundir.write_json("metrics.json", metrics)
+    log(format_report(metrics, plan.zoo_row, f"{job.model.name} ({job.model.source})"))
+    return metrics

@@ -1,0 +1,101 @@
+"""Plan: the job resolved into samples, shards, a transform and a model file, before any Ray work."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+
+from .config import Job
+from .data.discover import Dataset, discover, select
+from .data.shards import Shard, effective_shard_size, make_shards, preprocess_key
+from .errors import BatchclsError, JobError
+from .transforms import create_transform
+from .zoo import SOURCE_PROFILE, ZooRow, find_zoo_row
+
+
+@dataclass
+class Plan:
+    job: Job
+    dataset: Dataset
+    samples: tuple  # the selected samples, index order
+    shards: list[Shard]
+    transform_params: dict  # create_transform keyword arguments
+    resolved_preprocess: dict  # every pixel-changing parameter, as the transform resolved it
+    mean: tuple
+    std: tuple
+    crop_shape: tuple
+    prep_key: str
+    model_path: str
+    zoo_row: ZooRow | None
+    fingerprint: str = ""
+    notes: list[str] = field(default_factory=list)
+
+
+def resolve_preprocess(job: Job, row: ZooRow | None) -> dict:
+    """create_transform arguments, by one precedence: job field > zoo row > profile default."""
+    pre = job.preprocess
+    profile = pre.profile or (row.profile if row else SOURCE_PROFILE.get(job.model.source, "timm"))
+    params: dict = {"profile": profile}
+    if profile == "vdsp":
+        # The vendor JSON fixes every number; job fields given explicitly are passed on for the transform to judge.
+        params["vdsp_params"] = pre.vdsp_params
+        input_size = pre.input_size
+    else:
+        input_size = pre.input_size or (row.input_size if row else None)
+    for name, value in (("input_size", input_size), ("resize_size", pre.resize_size), ("crop_pct", pre.crop_pct),
+                        ("interpolation", pre.interpolation), ("mean", pre.mean), ("std", pre.std)):
+        if value is not None:
+            params[name] = list(value) if isinstance(value, (list, tuple)) else value
+    return params
+
+
+def make_plan(job: Job, model_path: str) -> Plan:
+    """Discover and select the samples, resolve preprocessing, cut shards; JobError for what the job got wrong."""
+    row = find_zoo_row(job.model.name, job.model.source)
+    params = resolve_preprocess(job, row)
+    try:
+        transform = create_transform(**params)
+    except ValueError as e:
+        raise JobError("preprocess", str(e), path=job.path) from None
+    ds = discover(job.dataset.root, job.dataset.labels, job.dataset.layout)
+    if not ds.samples:
+        raise JobError("dataset.root", f"{job.dataset.root!r} holds no images (.JPEG, .jpg, .png, ...) directly "
+                       "or in class folders; see README 'Data and models'", path=job.path)
+    samples = select(ds.samples, job.dataset.limit)
+    resolved = transform.resolved()
+    pkey = preprocess_key(resolved)
+    size = effective_shard_size(job.runtime.shard_size, job.inference.batch_size)
+    shards = make_shards(job.dataset.root, samples, size, pkey)
+    plan = Plan(job, ds, samples, shards, params, resolved, tuple(transform.mean), tuple(transform.std),
+                tuple(transform.out_shape), pkey, model_path, row)
+    if size != job.runtime.shard_size:
+        plan.notes.append(f"shard size {job.runtime.shard_size} rounded up to {size} (whole batches of "
+                          f"{job.inference.batch_size})")
+    plan.fingerprint = run_fingerprint(plan)
+    return plan
+
+
+def file_digest(path: str) -> str:
+    """sha256 of a file's content (model files: a few to a few hundred MB, read once per run)."""
+    h = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+    except OSError as e:
+        raise BatchclsError(f"model.onnx: cannot read {path!r}: {e.strerror}") from None
+    return h.hexdigest()
+
+
+def run_fingerprint(plan: Plan) -> str:
+    """What must match for finished Parquet parts to be reused: model content, pixels, shards, outputs."""
+    job = plan.job
+    h = hashlib.sha256()
+    h.update(json.dumps({"model": file_digest(plan.model_path), "prep": plan.prep_key,
+                         "mean": plan.mean, "std": plan.std, "topk": job.output.topk,
+                         "logits": job.output.save_logits, "root": os.path.abspath(job.dataset.root),
+                         "labels": [s.label for s in plan.samples],
+                         "shard_keys": [s.key for s in plan.shards]}, sort_keys=True).encode())
+    return h.hexdigest()[:24]

@@ -1,0 +1,75 @@
+"""Infer stage: InferWorker opens a backend session in __init__; __call__(prepared shard) -> small results."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from ..backends import create_backend
+from ..errors import BatchclsError
+from ..metrics import topk
+from ..transforms import normalize
+
+
+class InferWorker:
+    """One model session on one device. Takes uint8 crops, normalises to float32 here (uint8 is 4x
+    less to move), runs batches of `batch_size`, and returns top-k (and optionally float16 logits)."""
+
+    def __init__(self, model_path: str, backend: str, backend_options: dict, mean, std,
+                 batch_size: int, topk: int, save_logits: bool):
+        self.backend = create_backend(backend, model_path, **backend_options)
+        self.mean, self.std = tuple(mean), tuple(std)
+        self.batch_size = batch_size
+        self.k = topk
+        self.save_logits = save_logits
+        self._last_end: float | None = None
+
+    def describe(self) -> dict:
+        import os
+        import socket
+
+        return {**self.backend.describe(), "host": socket.gethostname(), "pid": os.getpid()}
+
+    def check_input(self, shape: tuple) -> None:
+        """Fail early, with the field to change, when the crops do not fit the model's input."""
+        want = self.backend.input_shape
+        if any(w is not None and w != g for w, g in zip(want, shape)):
+            raise BatchclsError(f"preprocess: crops are {'x'.join(map(str, shape))} but the model expects "
+                                f"{'x'.join('?' if w is None else str(w) for w in want)}; "
+                                "set preprocess.input_size to the model's input size")
+
+    def __call__(self, prepared: dict) -> dict:
+        start = time.perf_counter()
+        images = prepared["images"]
+        n = images.shape[0]
+        logits_out = []
+        run_s = 0.0
+        for b in range(0, n, self.batch_size):
+            batch = normalize(images[b:b + self.batch_size], self.mean, self.std)
+            t = time.perf_counter()
+            logits_out.append(self._run(batch))
+            run_s += time.perf_counter() - t
+        logits = np.concatenate(logits_out) if logits_out else np.zeros((0, 1000), np.float32)
+        ids, probs = topk(logits, self.k)
+        end = time.perf_counter()
+        idle = 0.0 if self._last_end is None else max(0.0, start - self._last_end)
+        self._last_end = end
+        result = {"indices": prepared["indices"], "errors": prepared["errors"], "topk_ids": ids, "topk_probs": probs,
+                  "run_s": run_s, "call_s": end - start, "idle_s": idle, "batches": -(-n // self.batch_size),
+                  "images": n}
+        if self.save_logits:
+            result["logits"] = logits.astype(np.float16)
+        return result
+
+    def _run(self, batch: np.ndarray) -> np.ndarray:
+        fixed = self.backend.batch_size
+        if fixed is None or batch.shape[0] == fixed:
+            return self.backend.run(batch)
+        if batch.shape[0] > fixed:
+            raise BatchclsError(f"inference.batch_size: the model has a fixed batch of {fixed}; "
+                                f"set inference.batch_size to {fixed}")
+        # A fixed-batch model (as compiled for accelerators) gets the short last batch padded;
+        # the padding's outputs are dropped.
+        pad = np.zeros((fixed - batch.shape[0], *batch.shape[1:]), dtype=batch.dtype)
+        return self.backend.run(np.concatenate([batch, pad]))[: batch.shape[0]]
