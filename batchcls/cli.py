@@ -8,6 +8,7 @@ COMMANDS = {
     "run": ("batchcls.run", "evaluate a model as a job file says"),
     "models": ("batchcls.models.table", "print the DLA model zoo table"),
     "export": ("batchcls.models.export", "build a DLA model as ONNX from its weights"),
+    "bench": ("batchcls.bench", "throughput and latency of a model on synthetic input (N workers, batch B)"),
 }
 
 

@@ -96,6 +96,7 @@ class RuntimeCfg(_Section):
     ray_address: Optional[str] = None
     num_cpus: Optional[int] = Field(default=None, gt=0)
     shard_size: int = Field(default=constants.SHARD_IMAGES, gt=0, le=100_000)
+    prep_on: Literal["any", "driver"] = "any"
     cache_dir: str = ".batchcls-cache"
     progress: bool = True
 

@@ -30,6 +30,11 @@ WAIT_TIMEOUT_S = 1.0
 
 
 def _prep_task(root, samples, spec, cache_path):
+    if not os.path.isdir(root):
+        import socket
+
+        raise BatchclsError(f"dataset.root: {root!r} is not a folder on host {socket.gethostname()}; make it "
+                            "readable at the same path on every host, or set runtime.prep_on: driver")
     prepared = prep_shard(root, samples, spec, cache_path)
     meta = {"n": len(samples), "ok": int(prepared["images"].shape[0]), "cached": prepared["cached"],
             "prep_s": prepared["prep_s"], "end": time.time()}
@@ -37,6 +42,9 @@ def _prep_task(root, samples, spec, cache_path):
 
 
 class _RemoteWorker(InferWorker):
+    def describe(self) -> dict:
+        return {**super().describe(), "node_id": ray.get_runtime_context().get_node_id()}
+
     def __call__(self, prepared: dict) -> dict:
         start = time.time()
         out = super().__call__(prepared)
@@ -108,6 +116,23 @@ def _actor_options(job: Job) -> dict:
     return opts
 
 
+def _read_model(path: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as e:
+        raise BatchclsError(f"model.onnx: cannot read {path!r}: {e.strerror}") from None
+
+
+def _prep_placement(job: Job) -> dict:
+    """Prep tasks run anywhere there is a CPU, or only on the driver's host (`runtime.prep_on: driver`)."""
+    if job.runtime.prep_on == "any":
+        return {}
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    return {"scheduling_strategy": NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)}
+
+
 def _cause(e: Exception) -> Exception:
     """The user-facing error inside a Ray error, if any."""
     cause = getattr(e, "cause", None)
@@ -128,9 +153,11 @@ class Streamer:
         job = plan.job
         self.plan, self.job, self.out_dir, self.log = plan, job, out_dir, log
         self.pending = deque(todo)
-        self.prep_fn = ray.remote(_prep_task).options(num_returns=2, num_cpus=1, max_retries=PREP_MAX_RETRIES)
+        self.prep_fn = ray.remote(_prep_task).options(num_returns=2, num_cpus=1, max_retries=PREP_MAX_RETRIES,
+                                                      **_prep_placement(job))
         self.worker_cls = ray.remote(_RemoteWorker)
-        self.worker_args = (plan.model_path, job.inference.backend,
+        # The model travels through the object store: hosts need no copy of it, nor a shared filesystem.
+        self.worker_args = (ray.put(_read_model(plan.model_path)), job.inference.backend,
                             {"providers": list(job.inference.providers),
                              "intra_op_threads": job.inference.intra_op_threads},
                             plan.mean, plan.std, job.inference.batch_size, job.output.topk, job.output.save_logits)
@@ -156,6 +183,7 @@ class Streamer:
         return w
 
     def start_workers(self, n: int) -> None:
+        check_capacity(self.job, n)
         self.workers = [self._new_worker() for _ in range(n)]
         self.load = [0] * n
         cpus = ray.available_resources().get("CPU", 1)
@@ -206,6 +234,8 @@ class Streamer:
     def _assign(self, ready: deque, infer: dict) -> None:
         while ready:
             slot = min(range(len(self.workers)), key=lambda i: self.load[i])
+            if self.workers[slot] is None:
+                return
             if self.load[slot] >= MAX_SHARDS_IN_FLIGHT_PER_WORKER:
                 return
             shard, payload = ready.popleft()
@@ -230,7 +260,12 @@ class Streamer:
             if isinstance(cause, BatchclsError):
                 raise cause from None
             raise
-        reduce_shard(shard, result, self.out_dir)
+        try:
+            reduce_shard(shard, result, self.out_dir)
+        except OSError as e:
+            raise BatchclsError(f"output.dir: cannot write the part of shard {shard.id} to {self.out_dir!r} "
+                                f"({e.strerror or e}); the parts already written are kept: free space or fix "
+                                "the folder, then run the same command again to continue") from None
         s = self.stats
         s["infer_start"] = min(s["infer_start"] or result["start"], result["start"])
         s["infer_end"] = max(s["infer_end"] or 0, result["end"])
@@ -240,16 +275,37 @@ class Streamer:
         self.infer_bar.update(len(shard))
 
     def _replace_worker(self, slot: int, err: Exception) -> None:
+        """Start a new worker in the slot of a dead one; when the cluster no longer has room for it (its node
+        is gone), go on with the others, or fail when none is left."""
         self.replacements += 1
         if self.replacements > MAX_WORKER_REPLACEMENTS:
             raise BatchclsError(f"inference workers died {self.replacements} times; last: {str(err)[:200]}")
-        self.log(f"inference worker {slot} died ({type(err).__name__}); replacing it and redoing its shards")
+        live = sum(1 for w in self.workers if w is not None) - 1
+        self.workers[slot] = None
+        self.load[slot] = MAX_SHARDS_IN_FLIGHT_PER_WORKER  # nothing is assigned to an empty slot
         try:
-            ray.kill(self.workers[slot])
-        except Exception:  # noqa: BLE001 - it is already gone
-            pass
-        self.workers[slot] = self._new_worker()
-        self.load[slot] = 0
+            check_capacity(self.job, live + 1)
+            self.workers[slot] = self._new_worker()
+            self.load[slot] = 0
+            self.log(f"inference worker {slot} died ({type(err).__name__}); replaced it, redoing its shards")
+        except BatchclsError:
+            if live == 0:
+                raise
+            self.log(f"inference worker {slot} died ({type(err).__name__}) and the cluster has no room for "
+                     f"another; going on with {live} worker(s)")
+
+
+def check_capacity(job: Job, n: int) -> None:
+    """The cluster has the resources for `n` workers, or BatchclsError saying what is missing (Ray would
+    otherwise wait forever for an infeasible actor)."""
+    total = ray.cluster_resources()
+    need = {k: v * n for k, v in job.inference.resources.items() if v > 0}
+    short = {k: v for k, v in need.items() if total.get(k, 0) < v}
+    if short:
+        have = ", ".join(f"{k} {total.get(k, 0):g}" for k in short)
+        raise BatchclsError(f"inference.resources: {n} worker(s) x {dict(job.inference.resources)} need "
+                            f"{', '.join(f'{k} {v:g}' for k, v in short.items())} but the cluster has {have}; "
+                            "lower inference.workers, change inference.resources, or add hosts")
 
 
 def _timing(stats: dict, images: int, t_command: float, t_end: float) -> dict:

@@ -65,9 +65,10 @@ def generate_imagenet_folder(root: str, count: int, classes: int = 8, seed: int 
 
 
 def tiny_classifier_onnx(path: str, seed: int = 0, num_classes: int = 1000, input_size: int = 224,
-                         fixed_batch: int | None = None) -> str:
-    """A small CNN (conv 3->16 stride 4, ReLU, conv 16->32 stride 2, ReLU, global average pool, 1x1 conv
-    to `num_classes`) with seeded random weights, as ONNX opset 17 with input `input` and output `logits`."""
+                         fixed_batch: int | None = None, width: int = 16, stride: int = 4) -> str:
+    """A small CNN (conv 3->width, ReLU, conv width->32 stride 2, ReLU, global average pool, 1x1 conv
+    to `num_classes`) with seeded random weights, as ONNX opset 17 with input `input` and output `logits`.
+    A larger `width` and smaller `stride` make it slower, for tests that need a run to last a while."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -76,11 +77,11 @@ def tiny_classifier_onnx(path: str, seed: int = 0, num_classes: int = 1000, inpu
     def init(name, shape, scale):
         return numpy_helper.from_array((rng.standard_normal(shape) * scale).astype(np.float32), name)
 
-    inits = [init("w1", (16, 3, 7, 7), (2 / 147) ** 0.5), init("b1", (16,), 0.1),
-             init("w2", (32, 16, 3, 3), (2 / 144) ** 0.5), init("b2", (32,), 0.1),
+    inits = [init("w1", (width, 3, 7, 7), (2 / 147) ** 0.5), init("b1", (width,), 0.1),
+             init("w2", (32, width, 3, 3), (2 / (9 * width)) ** 0.5), init("b2", (32,), 0.1),
              init("w3", (num_classes, 32, 1, 1), (1 / 32) ** 0.5), init("b3", (num_classes,), 0.1)]
     nodes = [
-        helper.make_node("Conv", ["input", "w1", "b1"], ["c1"], strides=[4, 4], pads=[3, 3, 3, 3]),
+        helper.make_node("Conv", ["input", "w1", "b1"], ["c1"], strides=[stride, stride], pads=[3, 3, 3, 3]),
         helper.make_node("Relu", ["c1"], ["r1"]),
         helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"], strides=[2, 2], pads=[1, 1, 1, 1]),
         helper.make_node("Relu", ["c2"], ["r2"]),

@@ -74,10 +74,13 @@ def tiny_onnx(tmp_path_factory):
     return tiny_classifier_onnx(str(tmp_path_factory.mktemp("model") / "tiny.onnx"), seed=0)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def ray_local():
+    """A local Ray cluster of 2 CPUs for one test module (modules with their own cluster shut it down)."""
     import ray
 
+    if ray.is_initialized():
+        ray.shutdown()
     ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
     yield ray
     ray.shutdown()

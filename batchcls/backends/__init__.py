@@ -8,8 +8,8 @@ from .base import Backend
 BACKENDS = ("onnxruntime",)
 
 
-def create_backend(name: str, model_path: str, **options) -> Backend:
-    """A backend session for `model_path`; `options` are the backend's own (providers, intra_op_threads).
+def create_backend(name: str, model: str | bytes, **options) -> Backend:
+    """A backend session for `model` (a path, or the model file's bytes); `options` are the backend's own (providers, intra_op_threads).
 
     A new runtime (an accelerator SDK) is one module with a class following `Backend`, registered here;
     its import stays inside this function so hosts without it still run everything else.
@@ -17,5 +17,5 @@ def create_backend(name: str, model_path: str, **options) -> Backend:
     if name == "onnxruntime":
         from .onnx import OnnxBackend
 
-        return OnnxBackend(model_path, **options)
+        return OnnxBackend(model, **options)
     raise BatchclsError(f"inference.backend: {name!r} is not a known backend; allowed: {', '.join(BACKENDS)}")

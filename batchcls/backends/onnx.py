@@ -9,11 +9,12 @@ from ..errors import BackendUnavailable, BatchclsError
 
 
 class OnnxBackend:
-    """An onnxruntime session; `intra_op_threads` 0 lets onnxruntime pick (one per physical core)."""
+    """An onnxruntime session from a file path or the model's bytes; `intra_op_threads` 0 lets
+    onnxruntime pick (one per physical core)."""
 
     name = "onnxruntime"
 
-    def __init__(self, model_path: str, providers: list[str] | tuple[str, ...] = ("CPUExecutionProvider",),
+    def __init__(self, model: str | bytes, providers: list[str] | tuple[str, ...] = ("CPUExecutionProvider",),
                  intra_op_threads: int = 0):
         available = ort.get_available_providers()
         missing = [p for p in providers if p not in available]
@@ -26,9 +27,10 @@ class OnnxBackend:
         # Prep tasks share the cores: spinning threads would steal them and then wait on stragglers (FINDINGS).
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
-            self.session = ort.InferenceSession(model_path, sess_options=opts, providers=list(providers))
+            self.session = ort.InferenceSession(model, sess_options=opts, providers=list(providers))
         except Exception as e:  # onnxruntime raises its own untyped errors for a bad file
-            raise BatchclsError(f"model.onnx: cannot load {model_path!r}: {' '.join(str(e).split())[:300]}") from None
+            what = model if isinstance(model, str) else f"the model ({len(model)} bytes)"
+            raise BatchclsError(f"model.onnx: cannot load {what!r}: {' '.join(str(e).split())[:300]}") from None
         inp = self.session.get_inputs()[0]
         self.input_name = inp.name
         self.output_name = self.session.get_outputs()[0].name

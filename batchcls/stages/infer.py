@@ -16,9 +16,9 @@ class InferWorker:
     """One model session on one device. Takes uint8 crops, normalises to float32 here (uint8 is 4x
     less to move), runs batches of `batch_size`, and returns top-k (and optionally float16 logits)."""
 
-    def __init__(self, model_path: str, backend: str, backend_options: dict, mean, std,
+    def __init__(self, model: str | bytes, backend: str, backend_options: dict, mean, std,
                  batch_size: int, topk: int, save_logits: bool):
-        self.backend = create_backend(backend, model_path, **backend_options)
+        self.backend = create_backend(backend, model, **backend_options)
         self.mean, self.std = tuple(mean), tuple(std)
         self.batch_size = batch_size
         self.k = topk

@@ -22,7 +22,8 @@ def compute_metrics(out_dir: str) -> dict:
            "top1": None, "top5": None, "per_class": {}}
     if labelled.num_rows:
         labels = labelled["label"].to_numpy().astype(np.int64)
-        ids = np.array(labelled["topk_ids"].to_pylist(), dtype=np.int64)
+        col = labelled["topk_ids"].combine_chunks()
+        ids = pc.list_flatten(col).to_numpy().astype(np.int64).reshape(labelled.num_rows, -1)
         acc = accuracy(labels, ids)
         out["top1"], out["top5"] = acc["top1"], acc["top5"]
         out["per_class"] = {str(c): v for c, v in per_class_accuracy(labels, ids, 1000).items()}

@@ -1,0 +1,120 @@
+"""The command line as a user runs it: a driver killed mid-run continues where it stopped, two runs on one
+folder are refused, an unwritable or full output folder gives a clear message and keeps what was written."""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from batchcls.config import load_job
+from batchcls.errors import BatchclsError
+from batchcls.pipeline import run_job
+from batchcls.schema import read_predictions
+from batchcls.synthetic import generate_imagenet_folder, tiny_classifier_onnx
+
+from conftest import write_job
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("resume")
+    root = str(tmp / "val")
+    labels = generate_imagenet_folder(root, 192, classes=4, seed=4, small=True)
+    slow = tiny_classifier_onnx(str(tmp / "slow.onnx"), seed=2, width=64, stride=1)
+    return tmp, root, labels, slow
+
+
+def _job_file(data, out, name="job.yaml"):
+    tmp, root, labels, model = data
+    sub = tmp / name.replace(".yaml", "")
+    sub.mkdir(exist_ok=True)
+    return write_job(sub, model={"name": "slow", "onnx": model}, dataset={"root": root, "labels": labels},
+                     inference={"intra_op_threads": 1},
+                     runtime={"shard_size": 48, "cache_dir": str(tmp / "cache"), "progress": False},
+                     output={"dir": str(tmp / out)})
+
+
+def _cli(job, *extra):
+    return subprocess.Popen([sys.executable, "-m", "batchcls.run", job, *extra], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
+def _wait_parts(out_dir, n, proc, timeout=180):
+    d = os.path.join(out_dir, "predictions")
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None:
+        if os.path.isdir(d) and len([p for p in os.listdir(d) if p.endswith(".parquet")]) >= n:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_driver_killed_then_resumed(data):
+    tmp = data[0]
+    reference = _cli(_job_file(data, "reference", "ref.yaml"))
+    assert reference.wait(300) == 0, reference.stderr.read()
+    job = _job_file(data, "killed")
+    proc = _cli(job)
+    assert _wait_parts(str(tmp / "killed"), 1, proc), proc.stderr.read() if proc.poll() is not None else "timeout"
+    os.killpg(proc.pid, signal.SIGKILL)  # the driver and everything it started
+    proc.wait()
+    written = len(os.listdir(tmp / "killed" / "predictions"))
+    assert 1 <= written < 4
+    again = _cli(job)
+    out, err = again.communicate(timeout=300)
+    assert again.returncode == 0, err
+    assert "reusing" in out and "finished shards" in out
+    assert read_predictions(str(tmp / "killed")).equals(read_predictions(str(tmp / "reference")))
+
+
+def test_second_run_on_same_folder_is_refused(data):
+    job = _job_file(data, "busy", "busy.yaml")
+    first = _cli(job)
+    try:
+        assert _wait_parts(str(data[0] / "busy"), 0, first) or first.poll() is None
+        time.sleep(1.0)
+        second = _cli(job)
+        out, err = second.communicate(timeout=120)
+        if first.poll() is None:  # the first run was still writing: the second must be refused
+            assert second.returncode == 2 and "is in use by another run" in err, err
+            assert "Traceback" not in err
+    finally:
+        first.wait(300)
+
+
+def test_unwritable_output_folder(data, tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    job = load_job(_job_file(data, "unused", "unwritable.yaml"), [f"output.dir={blocker}/out"])
+    with pytest.raises(BatchclsError, match="output.dir: cannot write to .*choose a writable folder"):
+        run_job(job, log=lambda m: None)
+
+
+def test_disk_full_keeps_written_parts(data, monkeypatch, ray_local):
+    import batchcls.schema as schema
+
+    real = schema.pq.write_table
+    calls = {"n": 0}
+
+    def filling_disk(table, where, **kw):
+        calls["n"] += 1
+        if calls["n"] >= 3:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(table, where, **kw)
+
+    monkeypatch.setattr(schema.pq, "write_table", filling_disk)
+    job = load_job(_job_file(data, "full", "full.yaml"))
+    with pytest.raises(BatchclsError, match="No space left on device.*parts already written are kept"):
+        run_job(job, log=lambda m: None)
+    parts = sorted(os.listdir(os.path.join(job.output.dir, "predictions")))
+    assert parts == ["part-00000.parquet", "part-00001.parquet"]  # no temp file left, both readable
+    assert read_predictions(job.output.dir).num_rows == 96
+    monkeypatch.setattr(schema.pq, "write_table", real)
+    metrics = run_job(job, log=lambda m: None)
+    assert metrics["shards"]["reused_parts"] == 2 and metrics["images"] == 192
