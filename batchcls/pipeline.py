@@ -61,7 +61,7 @@ def resolve_model(job: Job) -> str:
     except ImportError:
         raise BatchclsError("model.weights: building ONNX from weights is not available in this install; "
                             "export the model yourself and set model.onnx") from None
-    return cached_onnx(job.model.name, job.model.weights, os.path.join(job.runtime.cache_dir, "onnx"))
+    return str(cached_onnx(job.model.name, job.model.weights, os.path.join(job.runtime.cache_dir, "onnx")))
 
 
 def generate_dataset(job: Job, log) -> None:
@@ -164,6 +164,8 @@ class Streamer:
         self.spec = transform_spec(plan.transform_params)
         self.cache_dir = os.path.join(job.runtime.cache_dir, "shards")
         self.replacements = 0
+        self.workers: list = []
+        self._started: list = []  # every actor this run created, killed at the end whatever happened
         total = sum(len(s) for s in todo)
         bar = dict(total=total, unit="img", disable=not progress, file=sys.stderr, dynamic_ncols=True)
         self.prep_bar = tqdm(desc="prep ", position=0, **bar)
@@ -172,8 +174,21 @@ class Streamer:
                       "prep_images": 0, "cached_shards": 0, "prepared_shards": 0, "run_s": 0.0, "call_s": 0.0,
                       "idle_s": [], "workers": []}
 
+    def close(self) -> None:
+        """Free the workers' resources now, not when the garbage collector gets to them: a next run in the
+        same cluster needs them."""
+        for w in self._started:
+            try:
+                ray.kill(w)
+            except Exception:  # noqa: BLE001 - already gone
+                pass
+        self._started = []
+        self.prep_bar.close()
+        self.infer_bar.close()
+
     def _new_worker(self):
         w = self.worker_cls.options(**_actor_options(self.job)).remote(*self.worker_args)
+        self._started.append(w)
         try:
             ray.get(w.check_input.remote(self.plan.crop_shape))
             info = ray.get(w.describe.remote())
@@ -206,8 +221,6 @@ class Streamer:
                     self._on_prepared(ref, prep, ready)
                 else:
                     self._on_result(ref, infer, ready)
-        self.prep_bar.close()
-        self.infer_bar.close()
         return self.stats
 
     def _submit_prep(self, shard, prep: dict) -> None:
@@ -352,8 +365,11 @@ def run_job(job: Job, t_command: float | None = None, log=print) -> dict:
             started = init_ray(job)
             try:
                 streamer = Streamer(plan, todo, job.output.dir, job.runtime.progress, log)
-                streamer.start_workers(worker_count(job))
-                stats = streamer.run()
+                try:
+                    streamer.start_workers(worker_count(job))
+                    stats = streamer.run()
+                finally:
+                    streamer.close()
             finally:
                 if started:
                     ray.shutdown()

@@ -46,8 +46,9 @@ def _job(data, out, **runtime):
     tmp, root, labels, model = data
     return load_job(write_job(
         tmp, model={"name": "slow", "onnx": model}, dataset={"root": root, "labels": labels},
-        inference={"workers": "auto", "resources": {"vacc": 1}, "intra_op_threads": 1},
-        runtime={"shard_size": 48, "cache_dir": str(tmp / "cache"), "progress": False, **runtime},
+        # Small shards: a run is 9 shards, so the disturbance lands while both workers still have work.
+        inference={"workers": "auto", "resources": {"vacc": 1}, "intra_op_threads": 1, "batch_size": 16},
+        runtime={"shard_size": 16, "cache_dir": str(tmp / "cache"), "progress": False, **runtime},
         output={"dir": str(tmp / out)}))
 
 
@@ -111,7 +112,7 @@ def test_killed_worker(cluster, data, undisturbed):
 
 
 def test_crashed_prep_task(cluster, data, undisturbed):
-    job = _job(data, "crashed_prep", shard_size=96)
+    job = _job(data, "crashed_prep", shard_size=64)
 
     def kill():
         deadline = time.time() + 30
