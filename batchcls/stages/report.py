@@ -58,7 +58,10 @@ def format_report(metrics: dict, ref: ZooRow | None, title: str) -> str:
             d5 = None if metrics["top5"] is None else metrics["top5"] - ref.top5
             lines.append(f"{'difference':12}{d1:>+10.3f}{'n/a' if d5 is None else f'{d5:+.3f}':>10}")
     t = metrics.get("timing", {})
-    if t:
+    reused = metrics.get("shards", {}).get("reused_parts", 0)
+    if reused:
+        lines.append(f"reused {reused} of {metrics['shards']['total']} finished parts from an earlier run")
+    if t and t.get("startup_s") is not None:
         lines.append(f"time: end-to-end {t['end_to_end_s']:.1f} s ({t['end_to_end_images_per_s']:.1f} img/s), "
                      f"prep {t['prep_images_per_s']:.1f} img/s, inference {t['infer_images_per_s']:.1f} img/s, "
                      f"startup {t['startup_s']:.1f} s")
