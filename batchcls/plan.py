@@ -36,7 +36,9 @@ class Plan:
 def resolve_preprocess(job: Job, row: ZooRow | None) -> dict:
     """create_transform arguments, by one precedence: job field > zoo row > profile default."""
     pre = job.preprocess
-    profile = pre.profile or (row.profile if row else SOURCE_PROFILE.get(job.model.source, "timm"))
+    # A vdsp_params file alone selects the vendor's pipeline: the one-line override of any job.
+    profile = pre.profile or ("vdsp" if pre.vdsp_params else None) or \
+        (row.profile if row else SOURCE_PROFILE.get(job.model.source, "timm"))
     params: dict = {"profile": profile}
     if profile == "vdsp":
         # The vendor JSON fixes every number; job fields given explicitly are passed on for the transform to judge.
