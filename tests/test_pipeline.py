@@ -143,3 +143,27 @@ def test_unlabelled_folder(tmp_path, imagenet_flat, tiny_onnx):
     metrics = run_job(job, log=logs.append)
     assert metrics["images"] == 5 and metrics["top1"] is None and metrics["labelled"] == 0
     assert any("accuracy: not available" in line for line in logs)
+
+
+def test_built_dla_model_end_to_end(tmp_path, imagenet_flat):
+    """model.weights instead of model.onnx: DLA-46-C is built from seeded weights, cached, and run."""
+    from batchcls.models.build import build_onnx
+    from batchcls.models.weights import load_weights
+
+    root, labels = imagenet_flat
+    job = load_job(write_job(tmp_path, model={"name": "dla46_c", "source": "timm", "weights": "random:0"},
+                             dataset={"root": root, "labels": labels, "limit": 30},
+                             runtime={"cache_dir": str(tmp_path / "cache"), "progress": False},
+                             output={"dir": str(tmp_path / "out")}))
+    logs = []
+    metrics = run_job(job, log=logs.append)
+    assert metrics["images"] == 30 and metrics["reference"]["id"] == "dla46_c.timm"
+    assert any("reference" in line and "dla46_c.timm" in line for line in logs)
+    built = [f for f in os.listdir(tmp_path / "cache" / "onnx") if f.endswith(".onnx")]
+    assert len(built) == 1 and built[0].startswith("dla46_c-")
+    rows = [r for r in read_predictions(job.output.dir).to_pylist() if r["error"] is None]
+    model = build_onnx("dla46_c", load_weights("random:0", "dla46_c"))
+    sess = ort.InferenceSession(model.SerializeToString())
+    x = np.stack([reference_timm(os.path.join(root, r["path"])) for r in rows])
+    expected = np.argsort(-sess.run(None, {"input": x})[0], axis=1, kind="stable")[:, :5]
+    assert [r["topk_ids"] for r in rows] == expected.tolist()
