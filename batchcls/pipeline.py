@@ -13,7 +13,7 @@ from tqdm import tqdm
 from .config import Job
 from .constants import MAX_SHARDS_IN_FLIGHT_PER_WORKER
 from .cache import check_writable, shard_cache_path
-from .errors import BatchclsError
+from .errors import BatchclsError, JobError
 from .plan import Plan, make_plan
 from .rundir import RunDir
 from .stages.infer import InferWorker
@@ -61,6 +61,12 @@ def resolve_model(job: Job) -> str:
     except ImportError:
         raise BatchclsError("model.weights: building ONNX from weights is not available in this install; "
                             "export the model yourself and set model.onnx") from None
+    try:
+        from .models.arch import get_arch
+
+        get_arch(job.model.name)
+    except BatchclsError as e:
+        raise JobError("model.name", f"{e}; model.weights builds these architectures only", path=job.path) from None
     return str(cached_onnx(job.model.name, job.model.weights, os.path.join(job.runtime.cache_dir, "onnx")))
 
 
