@@ -167,7 +167,8 @@ class Streamer:
         self.worker_args = (ray.put(_read_model(plan.model_path)), job.inference.backend,
                             {"providers": list(job.inference.providers),
                              "intra_op_threads": job.inference.intra_op_threads},
-                            plan.mean, plan.std, job.inference.batch_size, job.output.topk, job.output.save_logits)
+                            plan.mean, plan.std, job.inference.batch_size, job.output.topk, job.output.save_logits,
+                            plan.scale_rule)
         self.spec = transform_spec(plan.transform_params)
         self.cache_dir = os.path.join(job.runtime.cache_dir, "shards")
         self.replacements = 0

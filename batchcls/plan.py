@@ -25,6 +25,7 @@ class Plan:
     resolved_preprocess: dict  # every pixel-changing parameter, as the transform resolved it
     mean: tuple
     std: tuple
+    scale_rule: str
     crop_shape: tuple
     prep_key: str
     model_path: str
@@ -71,7 +72,7 @@ def make_plan(job: Job, model_path: str) -> Plan:
     size = effective_shard_size(job.runtime.shard_size, job.inference.batch_size)
     shards = make_shards(job.dataset.root, samples, size, pkey)
     plan = Plan(job, ds, samples, shards, params, resolved, tuple(transform.mean), tuple(transform.std),
-                tuple(transform.out_shape), pkey, model_path, row)
+                transform.scale_rule, tuple(transform.out_shape), pkey, model_path, row)
     if size != job.runtime.shard_size:
         plan.notes.append(f"shard size {job.runtime.shard_size} rounded up to {size} (whole batches of "
                           f"{job.inference.batch_size})")
@@ -96,7 +97,7 @@ def run_fingerprint(plan: Plan) -> str:
     job = plan.job
     h = hashlib.sha256()
     h.update(json.dumps({"model": file_digest(plan.model_path), "prep": plan.prep_key,
-                         "mean": plan.mean, "std": plan.std, "topk": job.output.topk,
+                         "mean": plan.mean, "std": plan.std, "rule": plan.scale_rule, "topk": job.output.topk,
                          "logits": job.output.save_logits, "root": os.path.abspath(job.dataset.root),
                          "labels": [s.label for s in plan.samples],
                          "shard_keys": [s.key for s in plan.shards]}, sort_keys=True).encode())

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import io
 import os
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFilter
+from PIL import Image, ImageDraw
 
 from .data.discover import imagenet_synsets
 
@@ -14,25 +15,47 @@ _SIZES = ((500, 375), (500, 333), (375, 500), (500, 500), (640, 480), (333, 500)
 _SIZE_WEIGHTS = (0.42, 0.14, 0.16, 0.08, 0.08, 0.06, 0.04, 0.02)
 
 
-def make_photo(rng: np.random.Generator, size: tuple[int, int]) -> Image.Image:
-    """A photograph-like RGB image: smooth gradients, soft shapes, texture and sensor noise (JPEG
-    statistics close to real photos, unlike flat noise, which compresses and decodes very differently)."""
-    w, h = size
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-    base = np.empty((h, w, 3), np.float32)
+def make_rgb(width: int, height: int, seed: int) -> np.ndarray:
+    """A uint8 HWC RGB image with the statistics that matter to resamplers and JPEG.
+
+    Gradients and blurred blobs give the low frequencies of a photograph, hard-edged shapes the
+    edges where filters disagree, fine texture and noise the entropy of foliage or fur (a 500x375
+    JPEG at quality 90 is ~90 KB, like ImageNet's); flat colour would hide rounding differences.
+    """
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    img = np.empty((height, width, 3), np.float32)
     for c in range(3):
-        a, b, p = rng.uniform(-1, 1, 3)
-        base[..., c] = 128 + 70 * np.sin(a * xx / w * 3 + b * yy / h * 3 + p * 6)
-    img = Image.fromarray(base.clip(0, 255).astype(np.uint8))
-    draw = ImageDraw.Draw(img)
-    for _ in range(int(rng.integers(4, 12))):
-        x0, y0 = int(rng.integers(0, w)), int(rng.integers(0, h))
-        x1, y1 = x0 + int(rng.integers(20, w // 2 + 21)), y0 + int(rng.integers(20, h // 2 + 21))
-        color = tuple(int(v) for v in rng.integers(0, 256, 3))
-        (draw.ellipse if rng.random() < 0.5 else draw.rectangle)([x0, y0, x1, y1], fill=color)
-    img = img.filter(ImageFilter.GaussianBlur(radius=float(rng.uniform(0.5, 2.5))))
-    arr = np.asarray(img, dtype=np.float32) + rng.normal(0, 6, (h, w, 3)).astype(np.float32)
-    return Image.fromarray(arr.clip(0, 255).astype(np.uint8))
+        angle = rng.uniform(0, 2 * np.pi)
+        ramp = np.cos(angle) * xx / max(width, 1) + np.sin(angle) * yy / max(height, 1)
+        img[..., c] = rng.uniform(40, 120) + rng.uniform(40, 120) * ramp
+    pil = Image.fromarray(np.clip(img, 0, 255).astype(np.uint8))
+    draw = ImageDraw.Draw(pil)
+    for _ in range(int(rng.integers(3, 9))):
+        x0, x1 = sorted(rng.integers(0, max(width, 2), 2).tolist())
+        y0, y1 = sorted(rng.integers(0, max(height, 2), 2).tolist())
+        fill = tuple(int(v) for v in rng.integers(0, 256, 3))
+        shape = draw.ellipse if rng.random() < 0.5 else draw.rectangle
+        shape((x0, y0, x1, y1), fill=fill)
+    img = np.asarray(pil, np.float32) + rng.normal(0, 14, (height, width, 3)).astype(np.float32)
+    for cell, amplitude in ((48, 50.0), (8, 40.0), (3, 45.0)):
+        grid = rng.uniform(-amplitude, amplitude, (max(height // cell, 2), max(width // cell, 2)))
+        field = Image.fromarray(grid.astype(np.float32)).resize((width, height), Image.BICUBIC)
+        img += np.asarray(field, np.float32)[..., None] * rng.uniform(0.5, 1.0, 3).astype(np.float32)
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def encode(rgb: np.ndarray, fmt: str = "JPEG", mode: str = "RGB", **save_args) -> bytes:
+    """Encode an HWC RGB array in `mode` (converted with PIL) as `fmt`; save_args go to PIL's save.
+
+    JPEG defaults to quality 90 with 4:2:0 chroma subsampling, like most ImageNet files.
+    """
+    img = Image.fromarray(rgb).convert(mode)
+    if fmt == "JPEG":
+        save_args = {"quality": 90, "subsampling": "4:2:0", **save_args}
+    buf = io.BytesIO()
+    img.save(buf, fmt, **save_args)
+    return buf.getvalue()
 
 
 def generate_imagenet_folder(root: str, count: int, classes: int = 8, seed: int = 0, layout: str = "flat",
@@ -54,7 +77,8 @@ def generate_imagenet_folder(root: str, count: int, classes: int = 8, seed: int 
         name = f"ILSVRC2012_val_{i + 1:08d}.JPEG"
         rel = name if layout == "flat" else os.path.join(synsets[cls], name)
         os.makedirs(os.path.dirname(os.path.join(root, rel)), exist_ok=True)
-        make_photo(rng, size).save(os.path.join(root, rel), "JPEG", quality=90, subsampling="4:2:0")
+        with open(os.path.join(root, rel), "wb") as f:
+            f.write(encode(make_rgb(size[0], size[1], int(rng.integers(2**31)))))
         lines.append(f"{name} {cls}")
     if layout != "flat":
         return None

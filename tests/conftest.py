@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from batchcls.synthetic import generate_imagenet_folder, make_photo, tiny_classifier_onnx
+from batchcls.synthetic import encode, generate_imagenet_folder, make_rgb, tiny_classifier_onnx
 
 # Bad inputs every run must survive: name -> how to make it in a folder.
 BAD_FILES = {
@@ -89,11 +89,10 @@ def ray_local():
 @pytest.fixture
 def small_photos(tmp_path):
     """A few small generated JPEGs, one per call."""
-    rng = np.random.default_rng(5)
     paths = []
     for i, size in enumerate([(120, 90), (90, 120), (300, 200)]):
         p = tmp_path / f"img {i} é.JPEG"
-        make_photo(rng, size).save(p, "JPEG", quality=90)
+        p.write_bytes(encode(make_rgb(size[0], size[1], seed=5 + i)))
         paths.append(str(p))
     return paths
 

@@ -117,3 +117,16 @@ def test_reduce_writes_one_row_per_sample(tmp_path, tiny_onnx):
     assert rows[2]["error"] == "prep: truncated image" and rows[2]["topk_ids"] is None
     assert all(len(r["topk_ids"]) == 5 for r in rows if r["error"] is None)
     assert os.path.exists(tmp_path / "predictions" / "part-00002.parquet")
+
+
+@pytest.mark.parametrize("profile", ["timm", "ppcls"])
+def test_worker_normalises_as_the_profile_does(tiny_onnx, profile):
+    """PaddleClas multiplies by float32(1/255) where torchvision divides: the worker follows the profile."""
+    import onnxruntime as ort
+
+    t = create_transform(profile)
+    images = np.random.default_rng(2).integers(0, 256, (3, 3, 224, 224), dtype=np.uint8)
+    out = _worker(tiny_onnx, mean=t.mean, std=t.std, scale_rule=t.scale_rule)(
+        {"images": images, "indices": np.arange(3, dtype=np.int32), "errors": [""] * 3})
+    ref = ort.InferenceSession(tiny_onnx).run(None, {"input": t.normalize(images)})[0]
+    assert np.array_equal(out["logits"], ref.astype(np.float16))

@@ -9,17 +9,19 @@ import numpy as np
 from ..backends import create_backend
 from ..errors import BatchclsError
 from ..metrics import topk
-from ..transforms import normalize
+from ..transforms.normalize import apply_table, normalization_table
 
 
 class InferWorker:
     """One model session on one device. Takes uint8 crops, normalises to float32 here (uint8 is 4x
-    less to move), runs batches of `batch_size`, and returns top-k (and optionally float16 logits)."""
+    less to move) with the profile's own rule (`scale_rule`: 'div255', or PaddleClas's 'mul_inv255'),
+    runs batches of `batch_size`, and returns top-k (and optionally float16 logits)."""
 
     def __init__(self, model: str | bytes, backend: str, backend_options: dict, mean, std,
-                 batch_size: int, topk: int, save_logits: bool):
+                 batch_size: int, topk: int, save_logits: bool, scale_rule: str = "div255"):
         self.backend = create_backend(backend, model, **backend_options)
-        self.mean, self.std = tuple(mean), tuple(std)
+        # One lookup table per channel, built once: bit-identical to the profile's arithmetic, 2-3x faster.
+        self.table = normalization_table(tuple(mean), tuple(std), scale_rule)
         self.batch_size = batch_size
         self.k = topk
         self.save_logits = save_logits
@@ -46,7 +48,7 @@ class InferWorker:
         logits_out = []
         run_s = 0.0
         for b in range(0, n, self.batch_size):
-            batch = normalize(images[b:b + self.batch_size], self.mean, self.std)
+            batch = apply_table(images[b:b + self.batch_size], self.table)
             t = time.perf_counter()
             logits_out.append(self._run(batch))
             run_s += time.perf_counter() - t

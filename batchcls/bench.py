@@ -1,0 +1,269 @@
+"""CLI `batchcls bench MODEL.onnx`: images/s and batch latency of N model instances as Ray actors (a CLI at the pipeline's level, so it imports ray)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from typing import Sequence
+
+import numpy as np
+
+from .backends import BACKENDS, create_backend
+from .constants import BATCH_SIZE
+from .errors import BatchclsError
+
+EXIT_USER_ERROR = 2
+# Dynamic height/width (and channels) get the size every ImageNet classifier here is evaluated at.
+DYNAMIC_DIM = {0: 3, 1: 224, 2: 224}
+# onnxruntime's first calls plan memory and pick kernels; they are not what a long run sees.
+DEFAULT_WARMUP_BATCHES = 2
+DEFAULT_SECONDS = 10.0
+
+
+class BenchInstance:
+    """One backend session on one device, fed the same synthetic float32 batch over and over."""
+
+    def __init__(self, model: bytes, backend: str, options: dict, batch: int, seed: int):
+        self.backend = create_backend(backend, model, **options)
+        fixed = self.backend.batch_size
+        if fixed is not None and fixed != batch:
+            raise BatchclsError(f"--batch: the model has a fixed batch of {fixed}; run with -b {fixed}")
+        shape = [DYNAMIC_DIM[i] if d is None else d for i, d in enumerate(self.backend.input_shape)]
+        rng = np.random.default_rng(seed)
+        self.batch = rng.standard_normal((batch, *shape), dtype=np.float32)
+
+    def describe(self) -> dict:
+        import socket
+
+        return {**self.backend.describe(), "host": socket.gethostname(), "pid": os.getpid(),
+                "batch_shape": list(self.batch.shape)}
+
+    def run(self, batches: int | None, seconds: float | None, warmup: int) -> dict:
+        """Warm up, then run `batches` batches, or as many as fit in `seconds` (at least one).
+        Returns wall-clock start/end (s since the epoch) and each batch's latency in seconds."""
+        for _ in range(warmup):
+            self.backend.run(self.batch)
+        latencies: list[float] = []
+        start_wall, start = time.time(), time.perf_counter()
+        while True:
+            t = time.perf_counter()
+            self.backend.run(self.batch)
+            now = time.perf_counter()
+            latencies.append(now - t)
+            if batches is not None and len(latencies) >= batches:
+                break
+            if seconds is not None and now - start >= seconds:
+                break
+        return {"start": start_wall, "end": start_wall + (time.perf_counter() - start), "latencies_s": latencies}
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line and exit 2, not argparse's usage block
+        raise BatchclsError(f"{message} (see --help)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="batchcls bench",
+                description="Throughput (images/s) and per-batch latency of a model: N instances, each one "
+                            "session on one device (a Ray actor), on synthetic input of the model's shape.")
+    p.add_argument("model", help="ONNX file (input NCHW float32; dynamic dimensions run at 3x224x224)")
+    p.add_argument("-i", "--instances", type=int, default=1, help="model instances (Ray actors), default 1")
+    p.add_argument("-b", "--batch", type=int, default=BATCH_SIZE, help=f"images per call, default {BATCH_SIZE}")
+    what = p.add_mutually_exclusive_group()
+    what.add_argument("--seconds", type=float, help=f"run each instance this long (default {DEFAULT_SECONDS:g})")
+    what.add_argument("--count", type=int, help="images in all, rounded up to whole batches, spread over instances")
+    p.add_argument("--warmup", type=int, default=DEFAULT_WARMUP_BATCHES,
+                   help=f"untimed batches per instance first, default {DEFAULT_WARMUP_BATCHES}")
+    p.add_argument("--resources", default="{CPU: 1}", help="Ray resources per instance (YAML), e.g. '{GPU: 1}'")
+    p.add_argument("--providers", default="CPUExecutionProvider",
+                   help="onnxruntime execution providers, comma-separated, in order")
+    p.add_argument("--threads", type=int, default=0, help="intra-op threads per instance; 0 = one per core")
+    p.add_argument("--backend", default="onnxruntime", choices=BACKENDS, help="the runtime")
+    p.add_argument("--ray-address", default=None, help="join this cluster ('auto', HOST:PORT); default: local")
+    p.add_argument("--json", dest="json_path", help="also write the result as JSON to this file")
+    return p
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    """Parsed and checked arguments; BatchclsError names the option to fix."""
+    args = build_parser().parse_args(list(argv))
+    for name in ("instances", "batch", "count"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise BatchclsError(f"--{name}: must be a positive integer, got {value}")
+    if args.seconds is not None and not args.seconds > 0:
+        raise BatchclsError(f"--seconds: must be positive, got {args.seconds:g}")
+    if args.warmup < 0 or args.threads < 0:
+        raise BatchclsError("--warmup and --threads: must be 0 or more")
+    if args.count is None and args.seconds is None:
+        args.seconds = DEFAULT_SECONDS
+    if not os.path.isfile(args.model):
+        raise BatchclsError(f"model: {args.model!r} is not a file")
+    args.resources = parse_resources(args.resources)
+    args.providers = [p.strip() for p in args.providers.split(",") if p.strip()]
+    if not args.providers:
+        raise BatchclsError("--providers: give at least one, e.g. CPUExecutionProvider")
+    return args
+
+
+def parse_resources(text: str) -> dict[str, float]:
+    """`{CPU: 1}`-style YAML -> {name: amount >= 0}."""
+    import yaml
+
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise BatchclsError(f"--resources: {text!r} is not YAML ({' '.join(str(e).split())[:120]}); "
+                            "write e.g. '{GPU: 1}'") from None
+    if not isinstance(value, dict) or not all(
+            isinstance(k, str) and isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0
+            for k, v in value.items()):
+        raise BatchclsError(f"--resources: {text!r} must map resource names to amounts >= 0, e.g. '{{GPU: 1}}'")
+    return {k: float(v) for k, v in value.items()}
+
+
+def actor_options(resources: dict[str, float]) -> dict:
+    """Ray actor options for the resources of one instance (CPU and GPU have their own keywords)."""
+    res = dict(resources)
+    opts = {"num_cpus": res.pop("CPU", 0), "max_restarts": 0}
+    if "GPU" in res:
+        opts["num_gpus"] = res.pop("GPU")
+    if res:
+        opts["resources"] = res
+    return opts
+
+
+def check_capacity(ray, resources: dict[str, float], n: int) -> None:
+    """Refuse what the cluster cannot place (Ray would wait forever for an infeasible actor)."""
+    total = ray.cluster_resources()
+    short = {k: v * n for k, v in resources.items() if v > 0 and total.get(k, 0) < v * n}
+    if short:
+        have = ", ".join(f"{k} {total.get(k, 0):g}" for k in short)
+        raise BatchclsError(f"--resources: {n} instance(s) x {resources} need "
+                            f"{', '.join(f'{k} {v:g}' for k, v in short.items())} but the cluster has {have}; "
+                            "lower --instances or change --resources")
+
+
+def split_batches(total: int, instances: int) -> list[int]:
+    """`total` batches spread over instances as evenly as possible (the first ones get the extra)."""
+    return [total // instances + (1 if i < total % instances else 0) for i in range(instances)]
+
+
+def _cause(e: Exception) -> Exception:
+    """The user-facing error inside a Ray error (a model that does not load, a fixed batch), if any."""
+    cause = getattr(e, "cause", None)
+    if isinstance(cause, BatchclsError):
+        return cause
+    text = str(e)
+    for marker in ("BatchclsError: ", "BackendUnavailable: "):
+        if marker in text:
+            return BatchclsError(text.split(marker, 1)[1].strip().splitlines()[0])
+    return e
+
+
+def run_instances(ray, args: argparse.Namespace) -> tuple[list[dict], list[dict]]:
+    """Start the instances, wait until every one holds its session, then run them all at once."""
+    with open(args.model, "rb") as f:
+        model_ref = ray.put(f.read())  # through the object store: hosts need no copy of the model
+    check_capacity(ray, args.resources, args.instances)
+    cls = ray.remote(BenchInstance).options(**actor_options(args.resources))
+    options = {"providers": args.providers, "intra_op_threads": args.threads}
+    actors = [cls.remote(model_ref, args.backend, options, args.batch, i) for i in range(args.instances)]
+    try:
+        infos = ray.get([a.describe.remote() for a in actors])
+        if args.count is not None:
+            plan = split_batches(math.ceil(args.count / args.batch), args.instances)
+            runs = [a.run.remote(b, None, args.warmup) for a, b in zip(actors, plan) if b > 0]
+        else:
+            runs = [a.run.remote(None, args.seconds, args.warmup) for a in actors]
+        results = ray.get(runs)
+    except Exception as e:  # noqa: BLE001 - a backend's own message, or Ray's error as it is
+        raise _cause(e) from None
+    finally:
+        for a in actors:
+            ray.kill(a)
+    return infos, results
+
+
+def summarize(args: argparse.Namespace, infos: list[dict], results: list[dict]) -> dict:
+    """Throughput over the wall time all instances ran together; latency percentiles over every batch."""
+    lat_ms = np.array([x * 1e3 for r in results for x in r["latencies_s"]])
+    batches = int(lat_ms.size)
+    start, end = min(r["start"] for r in results), max(r["end"] for r in results)
+    wall = max(end - start, 1e-9)
+    per_instance = [{"batches": len(r["latencies_s"]), "images": len(r["latencies_s"]) * args.batch,
+                     "seconds": r["end"] - r["start"],
+                     "images_per_s": len(r["latencies_s"]) * args.batch / max(r["end"] - r["start"], 1e-9)}
+                    for r in results]
+    p50, p90, p99 = (float(np.percentile(lat_ms, q)) for q in (50, 90, 99))
+    return {"model": args.model, "instances": args.instances, "batch": args.batch, "batches": batches,
+            "images": batches * args.batch, "seconds": wall, "images_per_s": batches * args.batch / wall,
+            "latency_ms": {"p50": p50, "p90": p90, "p99": p99, "mean": float(lat_ms.mean()),
+                           "min": float(lat_ms.min()), "max": float(lat_ms.max())},
+            "resources": args.resources, "providers": args.providers, "threads": args.threads,
+            "warmup_batches": args.warmup, "per_instance": per_instance, "workers": infos}
+
+
+def format_summary(s: dict) -> str:
+    w = s["workers"][0] if s["workers"] else {}
+    lat = s["latency_ms"]
+    lines = [f"model       {s['model']}  input {'x'.join(map(str, w.get('batch_shape', [])))}  "
+             f"{w.get('backend', '')} {w.get('version', '')}  {','.join(w.get('providers', []))}  "
+             f"threads {s['threads'] or 'auto'}",
+             f"instances   {s['instances']} x {s['resources']}",
+             f"throughput  {s['images_per_s']:.1f} images/s  ({s['images']} images = {s['batches']} batches "
+             f"x {s['batch']} in {s['seconds']:.2f} s)",
+             f"latency     per batch: p50 {lat['p50']:.1f} ms  p90 {lat['p90']:.1f} ms  p99 {lat['p99']:.1f} ms  "
+             f"(min {lat['min']:.1f}, max {lat['max']:.1f})"]
+    for i, p in enumerate(s["per_instance"]):
+        lines.append(f"  instance {i}: {p['batches']} batches, {p['images_per_s']:.1f} images/s")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`batchcls bench MODEL [-i N] [-b 48] [--seconds S | --count N] ...`: print the figures, then one
+    JSON line; exit 2 with one line on stderr for an error the user can fix."""
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        args = parse_args(argv)
+        import ray
+
+        started = not ray.is_initialized()
+        if started:
+            _init_ray(ray, args.ray_address)
+        try:
+            infos, results = run_instances(ray, args)
+        finally:
+            if started:
+                ray.shutdown()
+    except BatchclsError as e:
+        print(f"batchcls bench: error: {e}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    summary = summarize(args, infos, results)
+    print(format_summary(summary))
+    line = json.dumps(summary)
+    print(line, flush=True)
+    if args.json_path:
+        tmp = f"{args.json_path}.tmp{os.getpid()}"
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(line + "\n")
+        os.replace(tmp, args.json_path)
+    return 0
+
+
+def _init_ray(ray, address: str | None) -> None:
+    try:
+        # "local" starts a cluster of our own even when `ray start` left one running on this host; the
+        # instances print nothing, and a failing one's traceback would bury the one-line error.
+        ray.init(address=address or "local", include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    except (ConnectionError, ValueError, RuntimeError) as e:
+        raise BatchclsError(f"--ray-address: cannot join Ray at {address!r}: {' '.join(str(e).split())[:200]}; "
+                            "start the cluster with 'ray start --head' or leave the option out") from None
+
+
+if __name__ == "__main__":
+    sys.exit(main())
