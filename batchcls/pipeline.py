@@ -86,8 +86,11 @@ def init_ray(job: Job) -> bool:
     if ray.is_initialized():
         return False
     kwargs = {"include_dashboard": False, "log_to_driver": True, "logging_level": "ERROR"}
+    address = job.runtime.ray_address
     try:
-        if job.runtime.ray_address:
+        if address and address not in ("auto", "local") and ":" in address and "://" not in address:
+            _probe(address)  # Ray itself retries an unreachable head for minutes before giving up
+        if address:
             ray.init(address=job.runtime.ray_address, **kwargs)
         else:
             ray.init(num_cpus=job.runtime.num_cpus, **kwargs)
@@ -96,6 +99,16 @@ def init_ray(job: Job) -> bool:
                             f"{' '.join(str(e).split())[:200]}; start the cluster with 'ray start --head' "
                             "or remove the field to run on a local cluster") from None
     return True
+
+
+def _probe(address: str, timeout_s: float = 5.0) -> None:
+    import socket
+
+    host, _, port = address.rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except (OSError, ValueError) as e:
+        raise ConnectionError(f"nothing answers at {address} ({e})") from None
 
 
 def worker_count(job: Job) -> int:

@@ -118,3 +118,10 @@ def test_disk_full_keeps_written_parts(data, monkeypatch, ray_local):
     monkeypatch.setattr(schema.pq, "write_table", real)
     metrics = run_job(job, log=lambda m: None)
     assert metrics["shards"]["reused_parts"] == 2 and metrics["images"] == 192
+
+
+def test_unreachable_cluster_is_one_clear_line(data):
+    proc = _cli(_job_file(data, "noray", "noray.yaml"), "--set", "runtime.ray_address=127.0.0.1:1")
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2
+    assert "runtime.ray_address: cannot join Ray at '127.0.0.1:1'" in err and "Traceback" not in err
