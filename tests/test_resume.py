@@ -79,11 +79,12 @@ def test_second_run_on_same_folder_is_refused(data):
     try:
         assert _wait_parts(str(data[0] / "busy"), 0, first) or first.poll() is None
         time.sleep(1.0)
+        assert first.poll() is None, "the first run ended before the second started"
         second = _cli(job)
         out, err = second.communicate(timeout=120)
-        if first.poll() is None:  # the first run was still writing: the second must be refused
-            assert second.returncode == 2 and "is in use by another run" in err, err
-            assert "Traceback" not in err
+        assert second.returncode == 2 and "is in use by another run" in err, err
+        assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+        assert first.poll() is None  # refused while the first was still writing, not after
     finally:
         first.wait(300)
 
