@@ -257,12 +257,24 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _init_ray(ray, address: str | None) -> None:
     try:
+        if address and address not in ("auto", "local") and ":" in address and "://" not in address:
+            _probe(address)  # Ray itself retries an unreachable head for minutes before giving up
         # "local" starts a cluster of our own even when `ray start` left one running on this host; the
         # instances print nothing, and a failing one's traceback would bury the one-line error.
         ray.init(address=address or "local", include_dashboard=False, logging_level="ERROR", log_to_driver=False)
     except (ConnectionError, ValueError, RuntimeError) as e:
         raise BatchclsError(f"--ray-address: cannot join Ray at {address!r}: {' '.join(str(e).split())[:200]}; "
                             "start the cluster with 'ray start --head' or leave the option out") from None
+
+
+def _probe(address: str, timeout_s: float = 5.0) -> None:
+    import socket
+
+    host, _, port = address.rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except (OSError, ValueError) as e:
+        raise ConnectionError(f"nothing answers at {address} ({e})") from None
 
 
 if __name__ == "__main__":

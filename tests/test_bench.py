@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 
@@ -80,6 +82,14 @@ def test_user_errors_are_one_line_exit_2(ray_local, tiny_onnx, capsys, argv, mes
     rc, out, err = _run(capsys, [tiny_onnx if a == "MODEL" else a for a in argv])
     assert rc == 2 and out == ""
     assert message in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_unreachable_cluster_is_a_user_error(tiny_onnx):
+    # Its own process: this module's cluster is already up in this one, and bench then uses it.
+    proc = subprocess.run([sys.executable, "-m", "batchcls.cli", "bench", tiny_onnx, "--ray-address",
+                           "127.0.0.1:9", "--count", "4"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and proc.stdout == "", proc.stderr
+    assert "--ray-address" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
 
 
 def test_unloadable_model_is_a_user_error(ray_local, tmp_path, capsys):
