@@ -14,6 +14,7 @@ import numpy as np
 
 from .backends import BACKENDS, create_backend
 from .constants import BATCH_SIZE
+from .cluster import actor_options, check_capacity, connect, unwrap_error
 from .errors import BatchclsError
 
 EXIT_USER_ERROR = 2
@@ -126,50 +127,16 @@ def parse_resources(text: str) -> dict[str, float]:
     return {k: float(v) for k, v in value.items()}
 
 
-def actor_options(resources: dict[str, float]) -> dict:
-    """Ray actor options for the resources of one instance (CPU and GPU have their own keywords)."""
-    res = dict(resources)
-    opts = {"num_cpus": res.pop("CPU", 0), "max_restarts": 0}
-    if "GPU" in res:
-        opts["num_gpus"] = res.pop("GPU")
-    if res:
-        opts["resources"] = res
-    return opts
-
-
-def check_capacity(ray, resources: dict[str, float], n: int) -> None:
-    """Refuse what the cluster cannot place (Ray would wait forever for an infeasible actor)."""
-    total = ray.cluster_resources()
-    short = {k: v * n for k, v in resources.items() if v > 0 and total.get(k, 0) < v * n}
-    if short:
-        have = ", ".join(f"{k} {total.get(k, 0):g}" for k in short)
-        raise BatchclsError(f"--resources: {n} instance(s) x {resources} need "
-                            f"{', '.join(f'{k} {v:g}' for k, v in short.items())} but the cluster has {have}; "
-                            "lower --instances or change --resources")
-
-
 def split_batches(total: int, instances: int) -> list[int]:
     """`total` batches spread over instances as evenly as possible (the first ones get the extra)."""
     return [total // instances + (1 if i < total % instances else 0) for i in range(instances)]
-
-
-def _cause(e: Exception) -> Exception:
-    """The user-facing error inside a Ray error (a model that does not load, a fixed batch), if any."""
-    cause = getattr(e, "cause", None)
-    if isinstance(cause, BatchclsError):
-        return cause
-    text = str(e)
-    for marker in ("BatchclsError: ", "BackendUnavailable: "):
-        if marker in text:
-            return BatchclsError(text.split(marker, 1)[1].strip().splitlines()[0])
-    return e
 
 
 def run_instances(ray, args: argparse.Namespace) -> tuple[list[dict], list[dict]]:
     """Start the instances, wait until every one holds its session, then run them all at once."""
     with open(args.model, "rb") as f:
         model_ref = ray.put(f.read())  # through the object store: hosts need no copy of the model
-    check_capacity(ray, args.resources, args.instances)
+    check_capacity(args.resources, args.instances, "--resources", "lower --instances or change --resources")
     cls = ray.remote(BenchInstance).options(**actor_options(args.resources))
     options = {"providers": args.providers, "intra_op_threads": args.threads}
     actors = [cls.remote(model_ref, args.backend, options, args.batch, i) for i in range(args.instances)]
@@ -182,7 +149,7 @@ def run_instances(ray, args: argparse.Namespace) -> tuple[list[dict], list[dict]
             runs = [a.run.remote(None, args.seconds, args.warmup) for a in actors]
         results = ray.get(runs)
     except Exception as e:  # noqa: BLE001 - a backend's own message, or Ray's error as it is
-        raise _cause(e) from None
+        raise unwrap_error(e) from None
     finally:
         for a in actors:
             ray.kill(a)
@@ -232,9 +199,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parse_args(argv)
         import ray
 
-        started = not ray.is_initialized()
-        if started:
-            _init_ray(ray, args.ray_address)
+        started = connect(args.ray_address, field="--ray-address")
         try:
             infos, results = run_instances(ray, args)
         finally:
@@ -253,28 +218,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             f.write(line + "\n")
         os.replace(tmp, args.json_path)
     return 0
-
-
-def _init_ray(ray, address: str | None) -> None:
-    try:
-        if address and address not in ("auto", "local") and ":" in address and "://" not in address:
-            _probe(address)  # Ray itself retries an unreachable head for minutes before giving up
-        # "local" starts a cluster of our own even when `ray start` left one running on this host; the
-        # instances print nothing, and a failing one's traceback would bury the one-line error.
-        ray.init(address=address or "local", include_dashboard=False, logging_level="ERROR", log_to_driver=False)
-    except (ConnectionError, ValueError, RuntimeError) as e:
-        raise BatchclsError(f"--ray-address: cannot join Ray at {address!r}: {' '.join(str(e).split())[:200]}; "
-                            "start the cluster with 'ray start --head' or leave the option out") from None
-
-
-def _probe(address: str, timeout_s: float = 5.0) -> None:
-    import socket
-
-    host, _, port = address.rpartition(":")
-    try:
-        socket.create_connection((host, int(port)), timeout=timeout_s).close()
-    except (OSError, ValueError) as e:
-        raise ConnectionError(f"nothing answers at {address} ({e})") from None
 
 
 if __name__ == "__main__":

@@ -8,27 +8,31 @@ from .config import Job
 from .errors import BatchclsError
 
 
-def init_ray(job: Job) -> bool:
-    """Join `runtime.ray_address`, or start a local cluster; True when this run started Ray (and stops it)."""
+def connect(address: str | None, num_cpus: int | None = None, field: str = "runtime.ray_address") -> bool:
+    """Join the cluster at `address` ('auto' or HOST:PORT), or start a local one; True when this call
+    started Ray (and the caller stops it). `field` is what the user set, for the message."""
     if ray.is_initialized():
         return False
-    kwargs = {"include_dashboard": False, "log_to_driver": True, "logging_level": "ERROR"}
-    address = job.runtime.ray_address
     try:
         if address and address not in ("auto", "local") and ":" in address and "://" not in address:
-            _probe(address)  # Ray itself retries an unreachable head for minutes before giving up
-        if address:
-            ray.init(address=job.runtime.ray_address, **kwargs)
-        else:
-            ray.init(num_cpus=job.runtime.num_cpus, **kwargs)
+            probe(address)  # Ray itself retries an unreachable head for minutes before giving up
+        # "local" starts a cluster of our own even when `ray start` left one running on this host.
+        ray.init(address=address or "local", num_cpus=None if address else num_cpus,
+                 include_dashboard=False, logging_level="ERROR")
     except (ConnectionError, ValueError, RuntimeError) as e:
-        raise BatchclsError(f"runtime.ray_address: cannot join Ray at {job.runtime.ray_address!r}: "
-                            f"{' '.join(str(e).split())[:200]}; start the cluster with 'ray start --head' "
-                            "or remove the field to run on a local cluster") from None
+        raise BatchclsError(f"{field}: cannot join Ray at {address!r}: {' '.join(str(e).split())[:200]}; "
+                            f"start the cluster with 'ray start --head' or leave {field} out to run on a "
+                            "local cluster") from None
     return True
 
 
-def _probe(address: str, timeout_s: float = 5.0) -> None:
+def init_ray(job: Job) -> bool:
+    """`connect` as the job says."""
+    return connect(job.runtime.ray_address, job.runtime.num_cpus)
+
+
+def probe(address: str, timeout_s: float = 5.0) -> None:
+    """ConnectionError unless something accepts TCP connections at HOST:PORT."""
     import socket
 
     host, _, port = address.rpartition(":")
@@ -36,6 +40,18 @@ def _probe(address: str, timeout_s: float = 5.0) -> None:
         socket.create_connection((host, int(port)), timeout=timeout_s).close()
     except (OSError, ValueError) as e:
         raise ConnectionError(f"nothing answers at {address} ({e})") from None
+
+
+def unwrap_error(e: Exception) -> Exception:
+    """The user-facing error inside a Ray error (a model that does not load, a fixed batch), if any."""
+    cause = getattr(e, "cause", None)
+    if isinstance(cause, BatchclsError):
+        return cause
+    text = str(e)
+    for marker in ("BatchclsError: ", "BackendUnavailable: ", "JobError: "):
+        if marker in text:
+            return BatchclsError(text.split(marker, 1)[1].strip().splitlines()[0])
+    return e
 
 
 def worker_count(job: Job) -> int:
@@ -53,8 +69,9 @@ def worker_count(job: Job) -> int:
     return min(counts)
 
 
-def actor_options(job: Job) -> dict:
-    res = dict(job.inference.resources)
+def actor_options(resources: dict[str, float]) -> dict:
+    """Ray actor options for one worker's resources (CPU and GPU have their own keywords)."""
+    res = dict(resources)
     opts = {"num_cpus": res.pop("CPU", 0), "max_restarts": 0}
     if "GPU" in res:
         opts["num_gpus"] = res.pop("GPU")
@@ -72,14 +89,13 @@ def prep_placement(job: Job) -> dict:
     return {"scheduling_strategy": NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)}
 
 
-def check_capacity(job: Job, n: int) -> None:
+def check_capacity(resources: dict[str, float], n: int, field: str = "inference.resources",
+                   fix: str = "lower inference.workers, change inference.resources, or add hosts") -> None:
     """The cluster has the resources for `n` workers, or BatchclsError saying what is missing (Ray would
     otherwise wait forever for an infeasible actor)."""
     total = ray.cluster_resources()
-    need = {k: v * n for k, v in job.inference.resources.items() if v > 0}
-    short = {k: v for k, v in need.items() if total.get(k, 0) < v}
+    short = {k: v * n for k, v in resources.items() if v > 0 and total.get(k, 0) < v * n}
     if short:
         have = ", ".join(f"{k} {total.get(k, 0):g}" for k in short)
-        raise BatchclsError(f"inference.resources: {n} worker(s) x {dict(job.inference.resources)} need "
-                            f"{', '.join(f'{k} {v:g}' for k, v in short.items())} but the cluster has {have}; "
-                            "lower inference.workers, change inference.resources, or add hosts")
+        raise BatchclsError(f"{field}: {n} worker(s) x {dict(resources)} need "
+                            f"{', '.join(f'{k} {v:g}' for k, v in short.items())} but the cluster has {have}; {fix}")

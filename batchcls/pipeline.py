@@ -13,7 +13,7 @@ from tqdm import tqdm
 from .config import Job
 from .constants import MAX_SHARDS_IN_FLIGHT_PER_WORKER
 from .cache import check_writable, shard_cache_path
-from .cluster import actor_options, check_capacity, init_ray, prep_placement, worker_count
+from .cluster import actor_options, check_capacity, init_ray, prep_placement, unwrap_error, worker_count
 from .errors import BatchclsError, JobError
 from .plan import Plan, make_plan
 from .rundir import RunDir
@@ -90,18 +90,6 @@ def _read_model(path: str) -> bytes:
         raise BatchclsError(f"model.onnx: cannot read {path!r}: {e.strerror}") from None
 
 
-def _cause(e: Exception) -> Exception:
-    """The user-facing error inside a Ray error, if any."""
-    cause = getattr(e, "cause", None)
-    if isinstance(cause, BatchclsError):
-        return cause
-    text = str(e)
-    for marker in ("BatchclsError: ", "BackendUnavailable: ", "JobError: "):
-        if marker in text:
-            return BatchclsError(text.split(marker, 1)[1].strip().splitlines()[0])
-    return e
-
-
 class Streamer:
     """Runs prep tasks and the inference pool side by side: a shard goes to inference as soon as it is
     prepared, and at most `max_in_flight` shards exist at once, so memory does not grow with the dataset."""
@@ -145,18 +133,18 @@ class Streamer:
         self.infer_bar.close()
 
     def _new_worker(self):
-        w = self.worker_cls.options(**actor_options(self.job)).remote(*self.worker_args)
+        w = self.worker_cls.options(**actor_options(self.job.inference.resources)).remote(*self.worker_args)
         self._started.append(w)
         try:
             ray.get(w.check_input.remote(self.plan.crop_shape))
             info = ray.get(w.describe.remote())
         except Exception as e:  # noqa: BLE001 - surfaced as the backend's own message
-            raise _cause(e) from None
+            raise unwrap_error(e) from None
         self.stats["workers"].append(info)
         return w
 
     def start_workers(self, n: int) -> None:
-        check_capacity(self.job, n)
+        check_capacity(self.job.inference.resources, n)
         self.workers = [self._new_worker() for _ in range(n)]
         self.load = [0] * n
         cpus = ray.available_resources().get("CPU", 1)
@@ -195,7 +183,7 @@ class Streamer:
             meta = ray.get(ref)
         except Exception as e:  # noqa: BLE001 - a prep task that failed after its retries
             raise BatchclsError(f"prep of shard {shard.id} ({shard.samples[0].path} ...) failed after "
-                                f"{PREP_MAX_RETRIES} retries: {' '.join(str(_cause(e)).split())[:300]}") from None
+                                f"{PREP_MAX_RETRIES} retries: {' '.join(str(unwrap_error(e)).split())[:300]}") from None
         self.stats["prep_end"] = meta["end"]
         self.stats["prep_images"] += meta["n"]
         self.stats["cached_shards" if meta["cached"] else "prepared_shards"] += 1
@@ -227,7 +215,7 @@ class Streamer:
             ready.appendleft((shard, payload))
             return
         except ray.exceptions.RayTaskError as e:
-            cause = _cause(e)
+            cause = unwrap_error(e)
             if isinstance(cause, BatchclsError):
                 raise cause from None
             raise
@@ -255,7 +243,7 @@ class Streamer:
         self.workers[slot] = None
         self.load[slot] = MAX_SHARDS_IN_FLIGHT_PER_WORKER  # nothing is assigned to an empty slot
         try:
-            check_capacity(self.job, live + 1)
+            check_capacity(self.job.inference.resources, live + 1)
             self.workers[slot] = self._new_worker()
             self.load[slot] = 0
             self.log(f"inference worker {slot} died ({type(err).__name__}); replaced it, redoing its shards")
