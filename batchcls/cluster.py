@@ -90,7 +90,8 @@ def prep_placement(job: Job) -> dict:
 
 
 def check_capacity(resources: dict[str, float], n: int, field: str = "inference.resources",
-                   fix: str = "lower inference.workers, change inference.resources, or add hosts") -> None:
+                   fix: str = "lower inference.workers, change inference.resources, or add hosts",
+                   prep_cpus: int = 0) -> None:
     """The cluster has the resources for `n` workers, or BatchclsError saying what is missing (Ray would
     otherwise wait forever for an infeasible actor)."""
     total = ray.cluster_resources()
@@ -99,3 +100,8 @@ def check_capacity(resources: dict[str, float], n: int, field: str = "inference.
         have = ", ".join(f"{k} {total.get(k, 0):g}" for k in short)
         raise BatchclsError(f"{field}: {n} worker(s) x {dict(resources)} need "
                             f"{', '.join(f'{k} {v:g}' for k, v in short.items())} but the cluster has {have}; {fix}")
+    if prep_cpus and total.get("CPU", 0) - resources.get("CPU", 0) * n < prep_cpus:
+        # Prep tasks take a whole CPU each: workers holding every CPU would leave them queued forever.
+        raise BatchclsError(f"{field}: {n} worker(s) x {dict(resources)} hold all {total.get('CPU', 0):g} CPUs "
+                            "of the cluster and leave none for prep tasks; give each worker a fraction "
+                            "(e.g. {CPU: 0.5}), set runtime.num_cpus higher, or lower inference.workers")

@@ -144,7 +144,7 @@ class Streamer:
         return w
 
     def start_workers(self, n: int) -> None:
-        check_capacity(self.job.inference.resources, n)
+        check_capacity(self.job.inference.resources, n, prep_cpus=1)
         self.workers = [self._new_worker() for _ in range(n)]
         self.load = [0] * n
         cpus = ray.available_resources().get("CPU", 1)

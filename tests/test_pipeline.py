@@ -167,3 +167,13 @@ def test_built_dla_model_end_to_end(tmp_path, imagenet_flat):
     x = np.stack([reference_timm(os.path.join(root, r["path"])) for r in rows])
     expected = np.argsort(-sess.run(None, {"input": x})[0], axis=1, kind="stable")[:, :5]
     assert [r["topk_ids"] for r in rows] == expected.tolist()
+
+
+def test_workers_holding_every_cpu_are_refused(tmp_path, imagenet_flat, tiny_onnx):
+    """2 workers x {CPU: 1} on 2 CPUs would leave prep tasks queued forever: one clear line instead."""
+    job = _job(tmp_path, imagenet_flat, tiny_onnx, inference__workers=2, dataset__limit=10)
+    with pytest.raises(BatchclsError, match="leave none for prep tasks; give each worker a fraction"):
+        run_job(job, log=lambda m: None)
+    job = _job(tmp_path, imagenet_flat, tiny_onnx, out="half", inference__workers=2,
+               inference__resources={"CPU": 0.5}, dataset__limit=10)
+    assert run_job(job, log=lambda m: None)["images"] == 10

