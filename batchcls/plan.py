@@ -70,7 +70,7 @@ def make_plan(job: Job, model_path: str) -> Plan:
     resolved = transform.resolved()
     pkey = preprocess_key(resolved)
     size = effective_shard_size(job.runtime.shard_size, job.inference.batch_size)
-    shards = make_shards(job.dataset.root, samples, size, pkey)
+    shards = make_shards(job.dataset.root, samples, size, pkey, first=job.inference.batch_size)
     plan = Plan(job, ds, samples, shards, params, resolved, tuple(transform.mean), tuple(transform.std),
                 transform.scale_rule, tuple(transform.out_shape), pkey, model_path, row)
     if size != job.runtime.shard_size:

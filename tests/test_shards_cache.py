@@ -62,3 +62,18 @@ def test_npz_round_trip_and_damage(tmp_path):
     open(path, "r+b").write(b"garbage")
     assert read_shard(path) is None
     assert read_shard(str(tmp_path / "missing.npz")) is None
+
+
+def test_first_shards_ramp_up_from_one_batch(tmp_path):
+    from batchcls.data.shards import shard_sizes
+
+    assert shard_sizes(1000, 1008, 48) == [48, 96, 192, 384, 280]
+    assert shard_sizes(5000, 1008, 48) == [48, 96, 192, 384, 768, 1008, 1008, 1008, 488]
+    assert shard_sizes(10, 4) == [4, 4, 2]  # no ramp without `first`
+    assert shard_sizes(0, 96, 48) == []
+    assert shard_sizes(100, 96, 200) == [96, 4]  # `first` never above the shard size
+    samples = tuple(Sample(i, f"img_{i}.JPEG", 0) for i in range(300))
+    shards = make_shards(str(tmp_path), samples, 96, "k", first=48)
+    assert [len(s) for s in shards] == [48, 96, 96, 60]
+    assert [x.index for s in shards for x in s.samples] == list(range(300))
+    assert [s.key for s in make_shards(str(tmp_path), samples, 96, "k", first=48)] == [s.key for s in shards]

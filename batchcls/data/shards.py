@@ -44,13 +44,32 @@ def _file_fingerprint(root: str, rel: str) -> str:
         return f"{rel}\0missing:{e.errno}"
 
 
-def make_shards(root: str, samples: tuple[Sample, ...], size: int, prep_key: str) -> list[Shard]:
-    """Cut `samples` (index order) into shards of `size`; each shard's key covers `prep_key`,
-    the dataset root and, per file, its relative path, index, size and modification time."""
+def shard_sizes(total: int, size: int, first: int | None = None) -> list[int]:
+    """Shard lengths for `total` samples: from `first` (one batch), doubling up to `size`, then `size`.
+
+    Inference starts once the first shard is prepared: a run's first shard is small so the device
+    waits for one batch, not for a whole shard, while later shards stay large (fewer tasks and parts).
+    """
+    step = min(first or size, size)
+    sizes = []
+    while total > 0:
+        sizes.append(min(step, total))
+        total -= sizes[-1]
+        step = min(2 * step, size)
+    return sizes
+
+
+def make_shards(root: str, samples: tuple[Sample, ...], size: int, prep_key: str,
+                first: int | None = None) -> list[Shard]:
+    """Cut `samples` (index order) into shards of `shard_sizes(len(samples), size, first)`; each shard's
+    key covers `prep_key`, the dataset root and, per file, its relative path, index, size and
+    modification time."""
     shards = []
     root_abs = os.path.abspath(root)
-    for sid, start in enumerate(range(0, len(samples), size)):
-        chunk = samples[start:start + size]
+    start = 0
+    for sid, length in enumerate(shard_sizes(len(samples), size, first)):
+        chunk = samples[start:start + length]
+        start += length
         h = hashlib.sha256(f"{prep_key}\0{root_abs}".encode())
         for s in chunk:
             h.update(f"\0{s.index}\0{_file_fingerprint(root, s.path)}".encode())
