@@ -17,9 +17,16 @@ def connect(address: str | None, num_cpus: int | None = None, field: str = "runt
         if address and address not in ("auto", "local") and ":" in address and "://" not in address:
             probe(address)  # Ray itself retries an unreachable head for minutes before giving up
         # "local" starts a cluster of our own even when `ray start` left one running on this host.
-        ray.init(address=address or "local", num_cpus=None if address else num_cpus,
-                 include_dashboard=False, logging_level="ERROR")
+        # A cluster of our own runs its workers at the driver's priority: Ray's default (nice 15)
+        # hands the inference worker's cores to any other process on the host.
+        local = {} if address else {"num_cpus": num_cpus, "_system_config": {"worker_niceness": 0}}
+        ray.init(address=address or "local", include_dashboard=False, logging_level="ERROR", **local)
     except (ConnectionError, ValueError, RuntimeError) as e:
+        text = f"{e} {e.__cause__ or ''}"
+        if "AuthToken" in text or "Authentication" in text:
+            raise BatchclsError(f"{field}: the Ray cluster at {address!r} asks for its authentication token: "
+                                "copy ~/.ray/auth_token from the head host to this one and run with "
+                                "RAY_AUTH_MODE=token (or start the cluster with RAY_AUTH_MODE=disabled)") from None
         raise BatchclsError(f"{field}: cannot join Ray at {address!r}: {' '.join(str(e).split())[:200]}; "
                             f"start the cluster with 'ray start --head' or leave {field} out to run on a "
                             "local cluster") from None

@@ -22,3 +22,9 @@ TOPK = 5
 NUM_CLASSES = 1000
 
 IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+
+# Niceness of prep tasks, and of inference workers. Where both share a host's cores, inference
+# must not wait for a core: onnxruntime's threads meet at every operator, so one thread kept off
+# its core by a prep task stalls them all. Prep at +10 runs in the time inference leaves free.
+PREP_NICENESS = 10
+WORKER_NICENESS = 0

@@ -11,7 +11,7 @@ import ray
 from tqdm import tqdm
 
 from .config import Job
-from .constants import MAX_SHARDS_IN_FLIGHT_PER_WORKER
+from .constants import MAX_SHARDS_IN_FLIGHT_PER_WORKER, PREP_NICENESS, WORKER_NICENESS
 from .cache import check_writable, shard_cache_path
 from .cluster import actor_options, check_capacity, init_ray, prep_placement, unwrap_error, worker_count
 from .errors import BatchclsError, JobError
@@ -30,7 +30,17 @@ MAX_WORKER_REPLACEMENTS = 8
 WAIT_TIMEOUT_S = 1.0
 
 
+def set_niceness(value: int) -> None:
+    """This thread's niceness to `value` where allowed (raising it always is; lowering it needs
+    privileges, and without them the current one stays)."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, 0, value)
+    except (AttributeError, OSError):
+        pass
+
+
 def _prep_task(root, samples, spec, cache_path):
+    set_niceness(PREP_NICENESS)
     if not os.path.isdir(root):
         import socket
 
@@ -38,11 +48,16 @@ def _prep_task(root, samples, spec, cache_path):
                             "readable at the same path on every host, or set runtime.prep_on: driver")
     prepared = prep_shard(root, samples, spec, cache_path)
     meta = {"n": len(samples), "ok": int(prepared["images"].shape[0]), "cached": prepared["cached"],
-            "prep_s": prepared["prep_s"], "end": time.time()}
+            "prep_s": prepared["prep_s"], "end": time.time(), "nice": os.getpriority(os.PRIO_PROCESS, 0)}
     return meta, prepared
 
 
 class _RemoteWorker(InferWorker):
+    def __init__(self, *args):
+        # Before the session makes its threads (they inherit it); the process may have run prep tasks.
+        set_niceness(WORKER_NICENESS)
+        super().__init__(*args)
+
     def describe(self) -> dict:
         return {**super().describe(), "node_id": ray.get_runtime_context().get_node_id()}
 
@@ -111,6 +126,7 @@ class Streamer:
         self.cache_dir = os.path.join(job.runtime.cache_dir, "shards")
         self.replacements = 0
         self.workers: list = []
+        self._starting: list = []  # (worker, readiness refs) created by start_workers, awaited by run
         self._started: list = []  # every actor this run created, killed at the end whatever happened
         total = sum(len(s) for s in todo)
         bar = dict(total=total, unit="img", disable=not progress, file=sys.stderr, dynamic_ncols=True)
@@ -132,22 +148,33 @@ class Streamer:
         self.prep_bar.close()
         self.infer_bar.close()
 
-    def _new_worker(self):
+    def _create_worker(self):
+        """Start one actor; returns it and the refs that say it loaded the model and accepts the crops."""
         w = self.worker_cls.options(**actor_options(self.job.inference.resources)).remote(*self.worker_args)
         self._started.append(w)
+        return w, (w.check_input.remote(self.plan.crop_shape), w.describe.remote())
+
+    def _await_worker(self, w, refs):
         try:
-            ray.get(w.check_input.remote(self.plan.crop_shape))
-            info = ray.get(w.describe.remote())
+            ray.get(refs[0])
+            info = ray.get(refs[1])
         except Exception as e:  # noqa: BLE001 - surfaced as the backend's own message
             raise unwrap_error(e) from None
         self.stats["workers"].append(info)
         return w
 
+    def _new_worker(self):
+        return self._await_worker(*self._create_worker())
+
     def start_workers(self, n: int) -> None:
-        check_capacity(self.job.inference.resources, n, prep_cpus=1)
-        self.workers = [self._new_worker() for _ in range(n)]
+        """Create the workers without waiting for them: `run` prepares the first shards while the
+        workers load the model, and waits for them only before the first inference call."""
+        resources = self.job.inference.resources
+        check_capacity(resources, n, prep_cpus=1)
+        self._starting = [self._create_worker() for _ in range(n)]
+        self.workers = [w for w, _ in self._starting]
         self.load = [0] * n
-        cpus = ray.available_resources().get("CPU", 1)
+        cpus = ray.cluster_resources().get("CPU", 1) - resources.get("CPU", 0) * n
         self.prep_parallel = max(1, int(cpus))
         self.max_in_flight = n * MAX_SHARDS_IN_FLIGHT_PER_WORKER + self.prep_parallel
 
@@ -155,10 +182,12 @@ class Streamer:
         prep: dict = {}  # meta ref -> (shard, payload ref)
         ready: deque = deque()  # (shard, payload ref) waiting for a worker
         infer: dict = {}  # result ref -> (shard, payload ref, worker slot)
+        self._fill_prep(prep, ready, infer)
+        for w, refs in self._starting:
+            self._await_worker(w, refs)
+        self._starting = []
         while self.pending or prep or ready or infer:
-            while self.pending and len(prep) < self.prep_parallel and \
-                    len(prep) + len(ready) + len(infer) < self.max_in_flight:
-                self._submit_prep(self.pending.popleft(), prep)
+            self._fill_prep(prep, ready, infer)
             self._assign(ready, infer)
             refs = list(prep) + list(infer)
             done, _ = ray.wait(refs, num_returns=1, timeout=WAIT_TIMEOUT_S)
@@ -168,6 +197,11 @@ class Streamer:
                 else:
                     self._on_result(ref, infer, ready)
         return self.stats
+
+    def _fill_prep(self, prep: dict, ready: deque, infer: dict) -> None:
+        while self.pending and len(prep) < self.prep_parallel and \
+                len(prep) + len(ready) + len(infer) < self.max_in_flight:
+            self._submit_prep(self.pending.popleft(), prep)
 
     def _submit_prep(self, shard, prep: dict) -> None:
         cache_path = shard_cache_path(self.cache_dir, self.plan.prep_key, shard.key)
@@ -185,6 +219,7 @@ class Streamer:
             raise BatchclsError(f"prep of shard {shard.id} ({shard.samples[0].path} ...) failed after "
                                 f"{PREP_MAX_RETRIES} retries: {' '.join(str(unwrap_error(e)).split())[:300]}") from None
         self.stats["prep_end"] = meta["end"]
+        self.stats["prep_niceness"] = meta["nice"]
         self.stats["prep_images"] += meta["n"]
         self.stats["cached_shards" if meta["cached"] else "prepared_shards"] += 1
         self.prep_bar.update(meta["n"])
@@ -296,31 +331,47 @@ def run_job(job: Job, t_command: float | None = None, log=print) -> dict:
         stats: dict = {"infer_start": None, "prep_start": None, "prep_end": None, "infer_end": None,
                        "prep_images": 0, "run_s": 0.0, "call_s": 0.0, "idle_s": [], "workers": [],
                        "cached_shards": 0, "prepared_shards": 0}
-        if todo:
-            started = init_ray(job)
-            try:
+        started = False
+        try:
+            if todo:
+                started = init_ray(job)
                 streamer = Streamer(plan, todo, job.output.dir, job.runtime.progress, log)
                 try:
                     streamer.start_workers(worker_count(job))
                     stats = streamer.run()
                 finally:
                     streamer.close()
-            finally:
-                if started:
-                    ray.shutdown()
-        metrics = compute_metrics(job.output.dir)
-        t_end = time.time()
-        metrics["timing"] = _timing(stats, sum(len(s) for s in todo), t_command, t_end)
-        metrics["shards"] = {"total": len(plan.shards), "reused_parts": len(done),
-                             "from_cache": stats["cached_shards"], "prepared": stats["prepared_shards"]}
-        metrics["reference"] = None if plan.zoo_row is None else {
-            "id": plan.zoo_row.id, "top1": plan.zoo_row.top1, "top5": plan.zoo_row.top5}
-        metrics["workers"] = stats["workers"]
-        metrics["preprocess"] = plan.resolved_preprocess
-        metrics["dataset"] = {"root": job.dataset.root, "layout": plan.dataset.layout,
-                              "labels_from": plan.dataset.class_source, "selected": len(plan.samples),
-                              "in_folder": len(plan.dataset.samples)}
-        metrics["job"] = job.to_dict()
-        rundir.write_json("metrics.json", metrics)
-    log(format_report(metrics, plan.zoo_row, f"{job.model.name} ({job.model.source})"))
+            # Results and metrics are on disk before the local Ray cluster is stopped: end to end
+            # ends here, and the report is shown without waiting for Ray's processes to exit.
+            metrics = _metrics(plan, stats, todo, done, t_command)
+            rundir.write_json("metrics.json", metrics)
+            log(format_report(metrics, plan.zoo_row, f"{job.model.name} ({job.model.source})"))
+        finally:
+            if started:
+                t_stop = time.time()
+                ray.shutdown()
+                stop_s = time.time() - t_stop
+        if started:
+            metrics["timing"]["ray_shutdown_s"] = stop_s
+            rundir.write_json("metrics.json", metrics)
+    return metrics
+
+
+def _metrics(plan: Plan, stats: dict, todo: list, done, t_command: float) -> dict:
+    """metrics.json: accuracy from the Parquet dump, timing, shards, workers, the resolved job."""
+    job = plan.job
+    metrics = compute_metrics(job.output.dir)
+    t_end = time.time()
+    metrics["timing"] = _timing(stats, sum(len(s) for s in todo), t_command, t_end)
+    metrics["shards"] = {"total": len(plan.shards), "reused_parts": len(done),
+                         "from_cache": stats["cached_shards"], "prepared": stats["prepared_shards"]}
+    metrics["reference"] = None if plan.zoo_row is None else {
+        "id": plan.zoo_row.id, "top1": plan.zoo_row.top1, "top5": plan.zoo_row.top5}
+    metrics["workers"] = stats["workers"]
+    metrics["prep_niceness"] = stats.get("prep_niceness")
+    metrics["preprocess"] = plan.resolved_preprocess
+    metrics["dataset"] = {"root": job.dataset.root, "layout": plan.dataset.layout,
+                          "labels_from": plan.dataset.class_source, "selected": len(plan.samples),
+                          "in_folder": len(plan.dataset.samples)}
+    metrics["job"] = job.to_dict()
     return metrics

@@ -79,9 +79,11 @@ def ray_local():
     """A local Ray cluster of 2 CPUs for one test module (modules with their own cluster shut it down)."""
     import ray
 
+    from batchcls.cluster import connect
+
     if ray.is_initialized():
         ray.shutdown()
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
+    connect(None, num_cpus=2)  # as a run without runtime.ray_address starts its own
     yield ray
     ray.shutdown()
 

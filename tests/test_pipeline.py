@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from batchcls.config import load_job
+from batchcls.constants import PREP_NICENESS
 from batchcls.errors import BatchclsError
 from batchcls.pipeline import run_job
 from batchcls.rundir import RunDir
@@ -56,6 +57,14 @@ def test_one_row_per_input(first_run, imagenet_flat):
     assert parts == [f"part-{i:05d}.parquet" for i in range(4)]  # 304 images in shards of 96
     errors = {r["path"]: r["error"] for r in table.to_pylist() if r["error"]}
     assert sorted(errors) == sorted(BAD_FILES)
+
+
+def test_local_cluster_runs_workers_at_normal_priority(first_run):
+    """Ray starts its workers at nice 15; a local cluster of ours starts them at 0 (the driver's)."""
+    _, _, metrics, _ = first_run
+    assert [w["nice"] for w in metrics["workers"]] == [os.nice(0)]
+    # Prep tasks yield the cores to inference where both share a host.
+    assert metrics["prep_niceness"] == max(PREP_NICENESS, os.nice(0))
 
 
 def test_predictions_equal_direct_onnxruntime(first_run, imagenet_flat, tiny_onnx):

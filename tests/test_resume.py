@@ -4,10 +4,13 @@ folder are refused, an unwritable or full output folder gives a clear message an
 from __future__ import annotations
 
 import errno
+import json
 import os
 import signal
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 
 import pytest
@@ -59,6 +62,10 @@ def test_driver_killed_then_resumed(data):
     tmp = data[0]
     reference = _cli(_job_file(data, "reference", "ref.yaml"))
     assert reference.wait(300) == 0, reference.stderr.read()
+    with open(tmp / "reference" / "metrics.json") as f:
+        timing = json.load(f)["timing"]
+    # Written before the local cluster stops, then completed with how long stopping it took.
+    assert timing["end_to_end_s"] > 0 and timing["ray_shutdown_s"] >= 0
     job = _job_file(data, "killed")
     proc = _cli(job)
     assert _wait_parts(str(tmp / "killed"), 1, proc), proc.stderr.read() if proc.poll() is not None else "timeout"
@@ -126,3 +133,45 @@ def test_unreachable_cluster_is_one_clear_line(data):
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 2
     assert "runtime.ray_address: cannot join Ray at '127.0.0.1:1'" in err and "Traceback" not in err
+
+
+def test_cluster_asking_for_a_token_is_one_clear_line(data):
+    """`ray start` (Ray 2.5x+) turns on token authentication; a driver without the token gets what to do."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    ray_bin = os.path.join(os.path.dirname(sys.executable), "ray")
+    temp = tempfile.mkdtemp(prefix="rt")  # Ray's socket paths must stay under 108 bytes
+    head = subprocess.Popen([ray_bin, "start", "--head", "--block", f"--port={port}", "--num-cpus=1",
+                             "--include-dashboard=false", f"--temp-dir={temp}"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env,
+                            start_new_session=True)
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline and head.poll() is None:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.5)
+        assert head.poll() is None, head.stderr.read()
+        job = _job_file(data, "token", "token.yaml")
+        proc = subprocess.Popen([sys.executable, "-m", "batchcls.run", job, "--set",
+                                 f"runtime.ray_address=127.0.0.1:{port}"], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, env=env)
+        out, err = proc.communicate(timeout=180)
+        if proc.returncode == 0:
+            pytest.skip("this Ray's `ray start` does not turn on token authentication")
+        assert proc.returncode == 2
+        assert "asks for its authentication token" in err and "RAY_AUTH_MODE=token" in err, err
+        assert "Traceback" not in err
+    finally:
+        os.killpg(head.pid, signal.SIGTERM)
+        try:
+            head.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(head.pid, signal.SIGKILL)
+        shutil.rmtree(temp, ignore_errors=True)

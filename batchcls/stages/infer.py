@@ -31,7 +31,8 @@ class InferWorker:
         import os
         import socket
 
-        return {**self.backend.describe(), "host": socket.gethostname(), "pid": os.getpid()}
+        return {**self.backend.describe(), "host": socket.gethostname(), "pid": os.getpid(),
+                "nice": os.nice(0) if hasattr(os, "nice") else None}
 
     def check_input(self, shape: tuple) -> None:
         """Fail early, with the field to change, when the crops do not fit the model's input."""
