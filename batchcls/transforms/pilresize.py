@@ -9,6 +9,11 @@ from fractions import Fraction
 import numpy as np
 from PIL import Image
 
+try:  # the compiled resampler (setup.py); without it Pillow does the same work, slower
+    from ._resample import resize_crop as _compiled
+except ImportError:  # pragma: no cover - an install without a C compiler
+    _compiled = None
+
 # Half-width of Pillow's filters, in source pixels at scale 1 (Resample.c).
 _FILTER_SUPPORT = {Image.Resampling.BILINEAR: 1.0, Image.Resampling.BICUBIC: 2.0}
 
@@ -34,6 +39,10 @@ def resize_center_crop(src, size: int, crop: int, resample: int, *, crop_aware: 
     same pixels are computed without resampling rows and columns the crop throws away.
     """
     w, h = (src.shape[1], src.shape[0]) if isinstance(src, np.ndarray) else src.size
+    if crop_aware:
+        args = _compiled_args(w, h, size, crop, int(resample))
+        if args is not None:
+            return _compiled(np.asarray(src) if isinstance(src, Image.Image) else src, *args)
     plan = _plan(w, h, size, crop, resample) if crop_aware else None
     if plan is not None:
         return _to_chw(_run(src, plan, crop, resample))
@@ -214,4 +223,43 @@ def _order_rule_holds() -> bool:
                 two = img.resize((ow, h), resample).resize((ow, oh), resample)
             if not np.array_equal(one, np.asarray(two)):
                 return False
+    return True
+
+
+@functools.lru_cache(maxsize=4096)
+def _compiled_args(w: int, h: int, size: int, crop: int, resample: int) -> tuple | None:
+    """Arguments of the compiled resampler for this resize and crop; None where Pillow must do it
+    (no compiler at install, another filter, a crop larger than the image, a Pillow that fails the
+    self-check)."""
+    out = resized_size(w, h, size)
+    if crop > min(out) or resample not in _FILTER_SUPPORT or not compiled_resize_available():
+        return None
+    return (*out, crop_offset(out[0], crop), crop_offset(out[1], crop), crop, crop, resample,
+            _vertical_first((w, h), out))
+
+
+# (in_w, in_h, out_w, out_h, left, top, crop_w, crop_h): both pass orders, one axis only, no
+# change, upscaling, crops at the edges.
+_COMPILED_PROBES = ((500, 375, 341, 256, 58, 16, 224, 224), (375, 500, 256, 341, 16, 58, 224, 224),
+                    (30, 60, 25, 49, 0, 0, 25, 49), (30, 60, 24, 40, 3, 5, 17, 30), (61, 37, 61, 20, 0, 2, 61, 15),
+                    (61, 37, 20, 37, 1, 0, 19, 30), (19, 23, 19, 23, 2, 3, 10, 9), (7, 5, 40, 33, 11, 3, 24, 24))
+
+
+@functools.cache
+def compiled_resize_available() -> bool:
+    """The compiled resampler is built, and gives this Pillow's bytes on probe images (both filters,
+    both pass orders, RGB and RGBX); otherwise every resize goes through Pillow."""
+    if _compiled is None or not _order_rule_holds():
+        return False
+    rng = np.random.default_rng(1)
+    for w, h, ow, oh, left, top, cw, ch in _COMPILED_PROBES:
+        rgb = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        rgbx = np.concatenate([rgb, rng.integers(0, 256, (h, w, 1), dtype=np.uint8)], axis=2)
+        for resample in _FILTER_SUPPORT:
+            want = np.asarray(Image.fromarray(rgb).resize((ow, oh), resample).crop((left, top, left + cw, top + ch)))
+            want = want.transpose(2, 0, 1)
+            for src in (rgb, rgbx):
+                got = _compiled(src, ow, oh, left, top, cw, ch, int(resample), _vertical_first((w, h), (ow, oh)))
+                if not np.array_equal(got, want):
+                    return False
     return True
