@@ -76,8 +76,10 @@ def per_core(root: str, images: int) -> dict:
         t_pil += time.perf_counter() - t
         differ += sum(not np.array_equal(x, y) for x, y in zip(a, b))
     n = len(paths)
+    from batchcls.transforms.pilresize import compiled_resize_available
+
     return {"images": n, "ours_images_per_s": n / t_ours, "pil_images_per_s": n / t_pil,
-            "ratio": t_pil / t_ours, "crops_differing": differ}
+            "ratio": t_pil / t_ours, "crops_differing": differ, "compiled_resampler": compiled_resize_available()}
 
 
 def prep_bound(root: str, images: int, shard_size: int, cache_dir: str, num_cpus: int | None = None) -> dict:

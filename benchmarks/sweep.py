@@ -16,13 +16,11 @@ from report import _f, harmonic, projected  # noqa: E402
 GRID = {
     "defaults": [],
     "shard 240": ["runtime.shard_size=240"],
-    "shard 96": ["runtime.shard_size=96"],
-    "shard 240, 1 thread": ["runtime.shard_size=240", "inference.intra_op_threads=1"],
-    "shard 240, num_cpus 3": ["runtime.shard_size=240", "runtime.num_cpus=3"],
-    "shard 240, worker CPU 0": ["runtime.shard_size=240", "inference.resources={CPU: 0}"],
-    "shard 96, worker CPU 0": ["runtime.shard_size=96", "inference.resources={CPU: 0}"],
-    "shard 240, CPU 0, nice 0": ["runtime.shard_size=240", "inference.resources={CPU: 0}",
-                                 "ENV:RAY_worker_niceness=0"],
+    "worker CPU 0": ["inference.resources={CPU: 0}"],
+    "1 thread": ["inference.intra_op_threads=1"],
+    "num_cpus 3": ["runtime.num_cpus=3"],
+    "2 workers x CPU 0.5, 1 thread": ["inference.workers=2", "inference.resources={CPU: 0.5}",
+                                      "inference.intra_op_threads=1"],
 }
 
 
