@@ -138,7 +138,7 @@ def run_instances(ray, args: argparse.Namespace) -> tuple[list[dict], list[dict]
         model_ref = ray.put(f.read())  # through the object store: hosts need no copy of the model
     check_capacity(args.resources, args.instances, "--resources", "lower --instances or change --resources")
     cls = ray.remote(BenchInstance).options(**actor_options(args.resources))
-    options = {"providers": args.providers, "intra_op_threads": args.threads}
+    options = {"providers": args.providers, "intra_op_threads": args.threads, "source": args.model}
     actors = [cls.remote(model_ref, args.backend, options, args.batch, i) for i in range(args.instances)]
     try:
         infos = ray.get([a.describe.remote() for a in actors])

@@ -56,7 +56,18 @@ class _RemoteWorker(InferWorker):
     def __init__(self, *args):
         # Before the session makes its threads (they inherit it); the process may have run prep tasks.
         set_niceness(WORKER_NICENESS)
-        super().__init__(*args)
+        # A model that does not load is the user's error, returned by the first call: raised here,
+        # Ray would also print the actor's traceback above the one-line message.
+        self.init_error: BatchclsError | None = None
+        try:
+            super().__init__(*args)
+        except BatchclsError as e:
+            self.init_error = e
+
+    def check_input(self, shape: tuple) -> None:
+        if self.init_error is not None:
+            raise self.init_error
+        super().check_input(shape)
 
     def describe(self) -> dict:
         return {**super().describe(), "node_id": ray.get_runtime_context().get_node_id()}
@@ -119,7 +130,7 @@ class Streamer:
         # The model travels through the object store: hosts need no copy of it, nor a shared filesystem.
         self.worker_args = (ray.put(_read_model(plan.model_path)), job.inference.backend,
                             {"providers": list(job.inference.providers),
-                             "intra_op_threads": job.inference.intra_op_threads},
+                             "intra_op_threads": job.inference.intra_op_threads, "source": plan.model_path},
                             plan.mean, plan.std, job.inference.batch_size, job.output.topk, job.output.save_logits,
                             plan.scale_rule)
         self.spec = transform_spec(plan.transform_params)

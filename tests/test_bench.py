@@ -96,7 +96,7 @@ def test_unloadable_model_is_a_user_error(ray_local, tmp_path, capsys):
     bad = tmp_path / "bad.onnx"
     bad.write_bytes(b"not an onnx model")
     rc, _, err = _run(capsys, [str(bad), "--count", "4"])
-    assert rc == 2 and "cannot load" in err and len(err.strip().splitlines()) == 1
+    assert rc == 2 and f"cannot load {str(bad)!r}" in err and len(err.strip().splitlines()) == 1
 
 
 def test_parse_resources_and_split():

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 
 import numpy as np
@@ -186,3 +187,20 @@ def test_workers_holding_every_cpu_are_refused(tmp_path, imagenet_flat, tiny_onn
     job = _job(tmp_path, imagenet_flat, tiny_onnx, out="half", inference__workers=2,
                inference__resources={"CPU": 0.5}, dataset__limit=10)
     assert run_job(job, log=lambda m: None)["images"] == 10
+
+
+def test_model_that_does_not_load_stops_the_run_with_one_error(tmp_path, imagenet_flat):
+    """Workers load while the first shards are prepared: their failure still ends the run, named."""
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not an onnx model")
+    job = _job(tmp_path, imagenet_flat, str(bad), dataset__limit=10)
+    with pytest.raises(BatchclsError, match=re.escape(f"model.onnx: cannot load '{bad}': ") + ".*INVALID_PROTOBUF"):
+        run_job(job, log=lambda m: None)
+
+
+def test_crops_that_do_not_fit_the_model_stop_the_run(tmp_path, imagenet_flat, tiny_onnx):
+    job = _job(tmp_path, imagenet_flat, tiny_onnx, dataset__limit=10, preprocess__input_size=40,
+               preprocess__resize_size=48)
+    with pytest.raises(BatchclsError, match="crops are 3x40x40 but the model expects 3x224x224; set "
+                                            "preprocess.input_size"):
+        run_job(job, log=lambda m: None)  # the tiny model takes 224x224 only

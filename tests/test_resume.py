@@ -175,3 +175,13 @@ def test_cluster_asking_for_a_token_is_one_clear_line(data):
         except subprocess.TimeoutExpired:
             os.killpg(head.pid, signal.SIGKILL)
         shutil.rmtree(temp, ignore_errors=True)
+
+
+def test_model_that_does_not_load_is_one_line_without_the_actors_traceback(data, tmp_path):
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not an onnx model")
+    proc = _cli(_job_file(data, "badmodel", "badmodel.yaml"), "--set", f"model.onnx={bad}")
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2
+    assert err.strip() == err.strip().splitlines()[-1]  # one line
+    assert err.startswith(f"error: model.onnx: cannot load {str(bad)!r}") and "creation task" not in err

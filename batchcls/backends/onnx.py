@@ -10,12 +10,12 @@ from ..errors import BackendUnavailable, BatchclsError
 
 class OnnxBackend:
     """An onnxruntime session from a file path or the model's bytes; `intra_op_threads` 0 lets
-    onnxruntime pick (one per physical core)."""
+    onnxruntime pick (one per physical core); `source` names the file the bytes came from, in errors."""
 
     name = "onnxruntime"
 
     def __init__(self, model: str | bytes, providers: list[str] | tuple[str, ...] = ("CPUExecutionProvider",),
-                 intra_op_threads: int = 0):
+                 intra_op_threads: int = 0, source: str | None = None):
         available = ort.get_available_providers()
         missing = [p for p in providers if p not in available]
         if missing:
@@ -29,8 +29,8 @@ class OnnxBackend:
         try:
             self.session = ort.InferenceSession(model, sess_options=opts, providers=list(providers))
         except Exception as e:  # onnxruntime raises its own untyped errors for a bad file
-            what = model if isinstance(model, str) else f"the model ({len(model)} bytes)"
-            raise BatchclsError(f"model.onnx: cannot load {what!r}: {' '.join(str(e).split())[:300]}") from None
+            what = repr(model) if isinstance(model, str) else repr(source) if source else f"the model ({len(model)} bytes)"
+            raise BatchclsError(f"model.onnx: cannot load {what}: {' '.join(str(e).split())[:300]}") from None
         inp = self.session.get_inputs()[0]
         self.input_name = inp.name
         self.output_name = self.session.get_outputs()[0].name
