@@ -116,6 +116,13 @@ def _read_model(path: str) -> bytes:
         raise BatchclsError(f"model.onnx: cannot read {path!r}: {e.strerror}") from None
 
 
+def empty_stats() -> dict:
+    """What a run measures, before it starts (and for a run with nothing left to do)."""
+    return {"prep_start": None, "prep_end": None, "infer_start": None, "infer_end": None, "prep_images": 0,
+            "cached_shards": 0, "prepared_shards": 0, "prep_niceness": None, "run_s": 0.0, "call_s": 0.0,
+            "idle_s": [], "workers": []}
+
+
 class Streamer:
     """Runs prep tasks and the inference pool side by side: a shard goes to inference as soon as it is
     prepared, and at most `max_in_flight` shards exist at once, so memory does not grow with the dataset."""
@@ -143,9 +150,7 @@ class Streamer:
         bar = dict(total=total, unit="img", disable=not progress, file=sys.stderr, dynamic_ncols=True)
         self.prep_bar = tqdm(desc="prep ", position=0, **bar)
         self.infer_bar = tqdm(desc="infer", position=1, **bar)
-        self.stats = {"prep_start": None, "prep_end": None, "infer_start": None, "infer_end": None,
-                      "prep_images": 0, "cached_shards": 0, "prepared_shards": 0, "run_s": 0.0, "call_s": 0.0,
-                      "idle_s": [], "workers": []}
+        self.stats = empty_stats()
 
     def close(self) -> None:
         """Free the workers' resources now, not when the garbage collector gets to them: a next run in the
@@ -339,9 +344,7 @@ def run_job(job: Job, t_command: float | None = None, log=print) -> dict:
         todo = [s for s in plan.shards if s.id not in done]
         log(f"{len(plan.samples)} images in {len(plan.shards)} shards"
             + (f"; reusing {len(done)} finished shards from {job.output.dir}" if done else ""))
-        stats: dict = {"infer_start": None, "prep_start": None, "prep_end": None, "infer_end": None,
-                       "prep_images": 0, "run_s": 0.0, "call_s": 0.0, "idle_s": [], "workers": [],
-                       "cached_shards": 0, "prepared_shards": 0}
+        stats = empty_stats()
         started = False
         try:
             if todo:
@@ -379,7 +382,7 @@ def _metrics(plan: Plan, stats: dict, todo: list, done, t_command: float) -> dic
     metrics["reference"] = None if plan.zoo_row is None else {
         "id": plan.zoo_row.id, "top1": plan.zoo_row.top1, "top5": plan.zoo_row.top5}
     metrics["workers"] = stats["workers"]
-    metrics["prep_niceness"] = stats.get("prep_niceness")
+    metrics["prep_niceness"] = stats["prep_niceness"]
     metrics["preprocess"] = plan.resolved_preprocess
     metrics["dataset"] = {"root": job.dataset.root, "layout": plan.dataset.layout,
                           "labels_from": plan.dataset.class_source, "selected": len(plan.samples),
