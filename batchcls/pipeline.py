@@ -116,6 +116,13 @@ def _read_model(path: str) -> bytes:
         raise BatchclsError(f"model.onnx: cannot read {path!r}: {e.strerror}") from None
 
 
+def backend_options(plan: Plan) -> dict:
+    """The keyword arguments of `create_backend` for this job's workers (each backend's own options)."""
+    job = plan.job
+    return {"providers": list(job.inference.providers), "intra_op_threads": job.inference.intra_op_threads,
+            "source": plan.model_path}
+
+
 def empty_stats() -> dict:
     """What a run measures, before it starts (and for a run with nothing left to do)."""
     return {"prep_start": None, "prep_end": None, "infer_start": None, "infer_end": None, "prep_images": 0,
@@ -135,9 +142,7 @@ class Streamer:
                                                       **prep_placement(job))
         self.worker_cls = ray.remote(_RemoteWorker)
         # The model travels through the object store: hosts need no copy of it, nor a shared filesystem.
-        self.worker_args = (ray.put(_read_model(plan.model_path)), job.inference.backend,
-                            {"providers": list(job.inference.providers),
-                             "intra_op_threads": job.inference.intra_op_threads, "source": plan.model_path},
+        self.worker_args = (ray.put(_read_model(plan.model_path)), job.inference.backend, backend_options(plan),
                             plan.mean, plan.std, job.inference.batch_size, job.output.topk, job.output.save_logits,
                             plan.scale_rule)
         self.spec = transform_spec(plan.transform_params)

@@ -14,9 +14,14 @@ class Backend(Protocol):
     name: str
     batch_size: int | None
     input_shape: tuple  # (C, H, W) the model expects; entries may be None when dynamic
+    # "float32": the worker normalises the uint8 crops with the profile's table before `run`;
+    # "uint8": `run` takes the uint8 crops as they are and normalises them itself (in the graph,
+    # on the device).
+    input_dtype: str
 
     def run(self, batch: np.ndarray) -> np.ndarray:
-        """float32 [N, C, H, W] normalised input -> float32 [N, num_classes] logits."""
+        """[N, C, H, W] input (float32 normalised, or uint8 crops when `input_dtype` is "uint8") ->
+        float32 [N, num_classes] logits."""
         ...
 
     def describe(self) -> dict:

@@ -13,6 +13,7 @@ class OnnxBackend:
     onnxruntime pick (one per physical core); `source` names the file the bytes came from, in errors."""
 
     name = "onnxruntime"
+    input_dtype = "float32"
 
     def __init__(self, model: str | bytes, providers: list[str] | tuple[str, ...] = ("CPUExecutionProvider",),
                  intra_op_threads: int = 0, source: str | None = None):
