@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from .config import Job
 from .data.discover import Dataset, discover, select
+from .data.labels import load_class_subset, resolve_real_labels
 from .data.shards import Shard, effective_shard_size, make_shards, preprocess_key
 from .errors import BatchclsError, JobError
 from .transforms import create_transform
@@ -32,6 +33,9 @@ class Plan:
     zoo_row: ZooRow | None
     fingerprint: str = ""
     notes: list[str] = field(default_factory=list)
+    class_subset: tuple | None = None  # sorted class indices the outputs are restricted to
+    real_labels: tuple | None = None  # ReaL sets by val image number - 1
+    label_info: dict = field(default_factory=dict)  # label source, ReaL source, checks: for the report
 
 
 def resolve_preprocess(job: Job, row: ZooRow | None) -> dict:
@@ -62,7 +66,11 @@ def make_plan(job: Job, model_path: str) -> Plan:
         transform = create_transform(**params)
     except ValueError as e:
         raise JobError("preprocess", str(e), path=job.path) from None
-    ds = discover(job.dataset.root, job.dataset.labels, job.dataset.layout)
+    try:
+        ds = discover(job.dataset.root, job.dataset.labels, job.dataset.layout)
+        subset = load_class_subset(job.dataset.class_subset) if job.dataset.class_subset else None
+    except JobError as e:
+        raise (e if e.path else e.with_path(job.path)) from None
     if not ds.samples:
         raise JobError("dataset.root", f"{job.dataset.root!r} holds no images (.JPEG, .jpg, .png, ...) directly "
                        "or in class folders; see README 'Data and models'", path=job.path)
@@ -76,8 +84,25 @@ def make_plan(job: Job, model_path: str) -> Plan:
     if size != job.runtime.shard_size:
         plan.notes.append(f"shard size {job.runtime.shard_size} rounded up to {size} (whole batches of "
                           f"{job.inference.batch_size})")
+    plan.class_subset = subset
+    try:
+        plan.real_labels, real_source = resolve_real_labels(job.dataset.real_labels, [s.path for s in samples])
+    except JobError as e:
+        raise e.with_path(job.path) from None
+    plan.label_info = label_info(ds, samples, subset, real_source)
     plan.fingerprint = run_fingerprint(plan)
     return plan
+
+
+def label_info(ds: Dataset, samples: tuple, subset: tuple | None, real_source: str) -> dict:
+    """Where the labels came from and what the report must warn about, over the selected samples."""
+    disagree = [s.path for s in samples if s.path in ds.disagree]
+    notes = list(ds.notes)
+    if disagree:
+        notes.append(f"{len(disagree)} images lie in a class folder other than their built-in ILSVRC2012 ground "
+                     f"truth (first: {disagree[0]}): the class folders were built wrongly")
+    return {"source": ds.class_source, "real_source": real_source, "disagree_builtin": len(disagree),
+            "class_subset": None if subset is None else len(subset), "notes": notes}
 
 
 def file_digest(path: str) -> str:
@@ -100,5 +125,7 @@ def run_fingerprint(plan: Plan) -> str:
                          "mean": plan.mean, "std": plan.std, "rule": plan.scale_rule, "topk": job.output.topk,
                          "logits": job.output.save_logits, "root": os.path.abspath(job.dataset.root),
                          "labels": [s.label for s in plan.samples],
-                         "shard_keys": [s.key for s in plan.shards]}, sort_keys=True).encode())
+                         "shard_keys": [s.key for s in plan.shards],
+                         **({"class_subset": list(plan.class_subset)} if plan.class_subset else {})},
+                        sort_keys=True).encode())
     return h.hexdigest()[:24]
