@@ -7,9 +7,11 @@ import json
 import os
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from .config import Job
 from .data.discover import Dataset, discover, select
-from .data.labels import load_class_subset, resolve_real_labels
+from .data.labels import check_label_range, load_class_subset, resolve_real_labels
 from .data.shards import Shard, effective_shard_size, make_shards, preprocess_key
 from .errors import BatchclsError, JobError
 from .transforms import create_transform
@@ -87,6 +89,9 @@ def make_plan(job: Job, model_path: str) -> Plan:
     plan.class_subset = subset
     try:
         plan.real_labels, real_source = resolve_real_labels(job.dataset.real_labels, [s.path for s in samples])
+        outputs = model_outputs(model_path) if ds.labelled else None
+        if outputs:
+            check_label_range(samples, outputs, ds.class_source, ds.label_lines)
     except JobError as e:
         raise e.with_path(job.path) from None
     plan.label_info = label_info(ds, samples, subset, real_source)
@@ -103,6 +108,19 @@ def label_info(ds: Dataset, samples: tuple, subset: tuple | None, real_source: s
                      f"truth (first: {disagree[0]}): the class folders were built wrongly")
     return {"source": ds.class_source, "real_source": real_source, "disagree_builtin": len(disagree),
             "class_subset": None if subset is None else len(subset), "notes": notes}
+
+
+def model_outputs(path: str) -> int | None:
+    """The number of classes an ONNX model outputs (its first output per image, flattened as the backend
+    does), None when not fixed."""
+    import onnx
+
+    try:
+        graph = onnx.load(path, load_external_data=False).graph
+    except Exception:  # noqa: BLE001 - an unreadable model is reported, with its reason, by the workers
+        return None
+    dims = [d.dim_value for d in graph.output[0].type.tensor_type.shape.dim[1:]] if graph.output else []
+    return int(np.prod(dims)) if dims and all(d > 0 for d in dims) else None
 
 
 def file_digest(path: str) -> str:

@@ -266,3 +266,40 @@ def test_mark_nonfinite_keeps_rows_aligned():
                                               NONFINITE_ERROR]
     with pytest.raises(AssertionError):
         mark_nonfinite(errors, finite[:3])
+
+
+def test_labels_outside_the_models_outputs_are_refused(tmp_path):
+    from batchcls.data.labels import check_label_range
+    from batchcls.plan import model_outputs
+    from batchcls.synthetic import tiny_classifier_onnx
+
+    assert model_outputs(tiny_classifier_onnx(str(tmp_path / "m.onnx"), num_classes=10)) == 10
+    root = _flat(tmp_path)
+    lf = tmp_path / "labels.txt"
+    lf.write_text(f"{_val(1)} 3\n{_val(2)} 9\n{_val(3)} 10\n")
+    ds = discover(str(root), str(lf))
+    check_label_range(ds.samples, 11, ds.class_source, ds.label_lines)
+    with pytest.raises(JobError, match=r"dataset.labels: .*labels.txt:3: class 10 is outside the model's 10 "
+                                       r"outputs \(0-9\)"):
+        check_label_range(ds.samples, 10, ds.class_source, ds.label_lines)
+    with pytest.raises(JobError, match=r"ILSVRC2012_val_00000001.JPEG \(built-in .*\): class 65 is outside"):
+        ds = discover(str(root))
+        check_label_range(ds.samples, 10, ds.class_source, ds.label_lines)
+
+
+def test_escaping_label_path_stops_the_run_before_any_work(tmp_path, tiny_onnx, capsys):
+    """Through the CLI: one line naming the job, the label file, the line and the path; exit 2; nothing written."""
+    from batchcls.run import main
+
+    from conftest import write_job
+
+    root = _flat(tmp_path)
+    (tmp_path / "val_list.txt").write_text(f"{_val(1)} 1\n../../secret.JPEG 2\n")
+    job = write_job(tmp_path, model={"name": "tiny", "onnx": tiny_onnx},
+                    dataset={"root": str(root), "labels": str(tmp_path / "val_list.txt")},
+                    runtime={"cache_dir": str(tmp_path / "cache")}, output={"dir": str(tmp_path / "out")})
+    assert main([job, "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: {job}: dataset.labels: {tmp_path / 'val_list.txt'}:2: '../../secret.JPEG' lies "
+                   f"outside dataset.root {str(root)!r}; a label file may only name images under the root"]
+    assert not (tmp_path / "out").exists() and not (tmp_path / "cache").exists()

@@ -26,6 +26,7 @@ class Dataset:
     class_source: str  # how labels were assigned, for the report
     disagree: frozenset = frozenset()  # paths whose class folder differs from the built-in ground truth
     notes: tuple[str, ...] = ()  # what the report must say about the labels
+    label_lines: dict | None = None  # sample path -> label-file line, when a label file gave the labels
 
     @property
     def labelled(self) -> bool:
@@ -61,7 +62,8 @@ def discover(root: str, labels: str | None = None, layout: str = "auto") -> Data
     samples = tuple(Sample(i, p, resolved.by_path.get(p)) for i, p in enumerate(paths))
     return Dataset(root=root, layout=layout, samples=samples, class_source=resolved.source,
                    disagree=frozenset(resolved.disagree),
-                   notes=(tuple(notes) if resolved.source == folder_source else ()) + resolved.notes)
+                   notes=(tuple(notes) if resolved.source == folder_source else ()) + resolved.notes,
+                   label_lines=resolved.lines)
 
 
 def _folder_listing(root: str, folders: list[str]) -> list[str]:

@@ -237,6 +237,17 @@ def resolve_label_file(path: str, root: str, paths) -> dict[str, tuple[int, int]
 
 # ---------------------------------------------------------------- class folders and the resolver
 
+def check_label_range(samples, num_outputs: int, source: str, lines: dict | None) -> None:
+    """JobError naming the first sample (and its label-file line) whose class the model cannot output."""
+    bad = next((s for s in samples if s.label is not None and s.label >= num_outputs), None)
+    if bad is None:
+        return
+    where = f"{source.removeprefix('label file ')}:{lines[bad.path]}: " if lines and bad.path in lines else \
+        f"{bad.path} ({source}): "
+    raise JobError("dataset.labels", f"{where}class {bad.label} is outside the model's {num_outputs} outputs "
+                   f"(0-{num_outputs - 1}); use labels of the model's classes")
+
+
 def folder_classes(root: str, folders: list[str]) -> tuple[dict[str, int], str, list[str]]:
     """({folder: class index}, source, notes) for class folders: decimal names are class indices
     (ImageNet-V2), ImageNet synsets their sorted-synset index, anything else its sorted position."""
@@ -262,6 +273,7 @@ class Labels:
     by_path: dict  # sample path -> class index, for the labelled samples (may name listed, missing files)
     disagree: tuple[str, ...] = ()  # paths whose class folder differs from the built-in ground truth
     notes: tuple[str, ...] = ()
+    lines: dict | None = None  # sample path -> line of the label file that labels it
 
 
 def resolve_labels(root: str, paths: list[str], folder_class: dict[str, int] | None, folder_source: str,
@@ -271,10 +283,11 @@ def resolve_labels(root: str, paths: list[str], folder_class: dict[str, int] | N
     if labels == OFF:
         return Labels("none (dataset.labels: none)", {})
     if labels:
-        listed = {p: c for p, (c, _) in resolve_label_file(labels, root, paths).items()}
+        entries = resolve_label_file(labels, root, paths)
+        listed = {p: c for p, (c, _) in entries.items()}
         missing = sum(1 for p in paths if p not in listed)
         notes = (f"{missing} images are not in the label file: unlabelled",) if missing else ()
-        return Labels(f"label file {labels}", listed, (), notes)
+        return Labels(f"label file {labels}", listed, (), notes, {p: n for p, (_, n) in entries.items()})
     gt = builtin_val_labels()
     if folder_class is not None:
         by_path = {p: folder_class[p.split("/", 1)[0]] for p in paths}
