@@ -42,6 +42,11 @@ class DatasetCfg(_Section):
     real_labels: Optional[str] = None
     class_subset: Optional[str] = None
 
+    @field_validator("labels", "real_labels")
+    @classmethod
+    def _none_turns_off(cls, v):
+        return "none" if isinstance(v, str) and v.strip().lower() == "none" else v
+
 
 class PreprocessCfg(_Section):
     profile: Optional[Literal["timm", "vdsp", "ppcls"]] = None

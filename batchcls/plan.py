@@ -69,8 +69,8 @@ def make_plan(job: Job, model_path: str) -> Plan:
     except ValueError as e:
         raise JobError("preprocess", str(e), path=job.path) from None
     try:
-        ds = discover(job.dataset.root, job.dataset.labels, job.dataset.layout)
         subset = load_class_subset(job.dataset.class_subset) if job.dataset.class_subset else None
+        ds = discover(job.dataset.root, job.dataset.labels, job.dataset.layout, subset)
     except JobError as e:
         raise (e if e.path else e.with_path(job.path)) from None
     if not ds.samples:

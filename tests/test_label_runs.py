@@ -16,8 +16,9 @@ from batchcls.data.labels import BUILTIN_SOURCE, builtin_val_labels
 from batchcls.errors import BatchclsError
 from batchcls.metrics import NONFINITE_ERROR
 from batchcls.pipeline import run_job
-from batchcls.schema import read_predictions
+from batchcls.schema import build_table, part_path, read_predictions, write_part
 from batchcls.stages.infer import InferWorker
+from batchcls.stages.report import compute_metrics, format_report
 from batchcls.synthetic import encode, make_rgb, nonfinite_classifier_onnx
 
 from conftest import reference_timm, write_job
@@ -58,6 +59,58 @@ def test_infer_worker_turns_nonfinite_logits_into_errors(nan_model):
     assert out["errors"] == ["", "prep: x", NONFINITE_ERROR, "", NONFINITE_ERROR, "prep: y", ""]
     assert out["topk_ids"].shape == (3, 5) and out["logits"].shape == (3, 1000) and out["nonfinite"] == 2
     assert np.isfinite(out["logits"].astype(np.float32)).all()
+    every = worker({"indices": np.arange(2, dtype=np.int32), "errors": ["", ""], "images": images[[1, 3]]})
+    assert every["errors"] == [NONFINITE_ERROR] * 2 and every["topk_ids"].shape == (0, 5)
+
+
+def _write_dump(out: str, labels, errors, ids) -> None:
+    n = len(labels)
+    probs = np.full(ids.shape, 0.1, np.float32)
+    write_part(part_path(out, 0), build_table(np.arange(n), [f"ILSVRC2012_val_{i + 1:08d}.JPEG" for i in range(n)],
+                                              labels, errors, ids, probs))
+
+
+def test_compute_metrics_counts_every_labelled_sample(tmp_path):
+    rng = np.random.default_rng(4)
+    n = 70
+    labels = [None if i % 10 == 3 else int(c) for i, c in enumerate(rng.integers(0, 6, n))]
+    errors = ["prep: truncated" if i % 7 == 0 else NONFINITE_ERROR if i % 11 == 0 else "" for i in range(n)]
+    ok = np.array([not e for e in errors])
+    ids = rng.integers(0, 6, (int(ok.sum()), 5))
+    _write_dump(str(tmp_path), labels, errors, ids)
+    subset = (0, 1, 2, 3, 4)  # label 5 is excluded
+    real = tuple((i % 6,) if i % 3 else () for i in range(n))
+    m = compute_metrics(str(tmp_path), subset, real)
+    full = np.full((n, 5), -1)
+    full[ok] = ids
+    inc = [i for i in range(n) if labels[i] is not None and labels[i] in subset]
+    inc_ok = [i for i in inc if ok[i]]
+    top1 = sum(full[i, 0] == labels[i] for i in inc_ok)
+    top5 = sum(labels[i] in full[i] for i in inc_ok)
+    assert (m["labelled"], m["labelled_all"]) == (len(inc_ok), len(inc))
+    assert m["excluded"] == sum(1 for v in labels if v == 5) and m["unlabelled"] == labels.count(None)
+    assert m["top1"] == pytest.approx(100 * top1 / len(inc_ok)) and m["top5"] == pytest.approx(100 * top5 / len(inc_ok))
+    assert m["top1_all"] == pytest.approx(100 * top1 / len(inc))
+    assert m["top5_all"] == pytest.approx(100 * top5 / len(inc))
+    assert m["nonfinite"] == errors.count(NONFINITE_ERROR) and m["bad_inputs"] == errors.count("prep: truncated")
+    scored = [i for i in range(n) if real[i] and ok[i]]
+    assert m["real"]["scored"] == len(scored) and m["real"]["top1"] == pytest.approx(
+        100 * sum(full[i, 0] in real[i] for i in scored) / len(scored))
+    text = format_report({**m, "labels": {"source": "x", "real_source": "y", "class_subset": 5, "notes": ["z"]}},
+                         None, "t")
+    assert f"labelled {len(inc)}, unlabelled {labels.count(None)}, excluded {m['excluded']} (class outside the " \
+           "5-class subset)" in text and "NOTE: z" in text
+    assert f"{len(inc) - len(inc_ok)} failures count as misses" in text
+
+
+def test_report_when_every_labelled_image_failed(tmp_path):
+    _write_dump(str(tmp_path), [1, 2, 3], [NONFINITE_ERROR] * 3, np.zeros((0, 5), np.int64))
+    m = compute_metrics(str(tmp_path))
+    assert m["top1"] is None and m["top1_all"] == 0.0 and m["labelled_all"] == 3
+    lines = format_report(m, None, "t").splitlines()
+    assert lines[1].startswith("WARNING: 3 images got non-finite model outputs")
+    assert "accuracy: not available (no labelled, successful samples)" in lines
+    assert any(line.startswith("all") and "0.000" in line and "3 failures count as misses" in line for line in lines)
 
 
 def test_numeric_folders_with_nonfinite_outputs_and_bad_files(tmp_path, nan_model, ray_local):

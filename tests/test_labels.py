@@ -303,3 +303,27 @@ def test_escaping_label_path_stops_the_run_before_any_work(tmp_path, tiny_onnx, 
     assert err == [f"error: {job}: dataset.labels: {tmp_path / 'val_list.txt'}:2: '../../secret.JPEG' lies "
                    f"outside dataset.root {str(root)!r}; a label file may only name images under the root"]
     assert not (tmp_path / "out").exists() and not (tmp_path / "cache").exists()
+
+
+def test_job_fields(tmp_path, tiny_onnx):
+    from batchcls.config import load_job
+
+    from conftest import write_job
+
+    root = _flat(tmp_path)
+    base = {"model": {"name": "tiny", "onnx": tiny_onnx}, "output": {"dir": str(tmp_path / "o")}}
+    job = load_job(write_job(tmp_path, dataset={"root": str(root), "labels": "None", "real_labels": "NONE"}, **base))
+    assert job.dataset.labels == "none" and job.dataset.real_labels == "none" and job.dataset.class_subset is None
+    for field in ("real_labels", "class_subset"):
+        with pytest.raises(JobError, match=f"dataset.{field}: 'nowhere.txt' does not exist"):
+            load_job(write_job(tmp_path, dataset={"root": str(root), field: "nowhere.txt"}, **base))
+
+
+def test_other_folders_map_onto_a_class_subset_in_sorted_order(tmp_path):
+    for name in ("zebra", "ant", "mole"):
+        _touch(tmp_path / name / "1.jpg")
+    ds = discover(str(tmp_path), class_subset=(5, 70, 900))
+    assert {s.path: s.label for s in ds.samples} == {"ant/1.jpg": 5, "mole/1.jpg": 70, "zebra/1.jpg": 900}
+    assert ds.class_source.endswith("onto dataset.class_subset")
+    with pytest.raises(JobError, match="dataset.class_subset: lists 2 classes but dataset.root has 3 class folders"):
+        discover(str(tmp_path), class_subset=(5, 70))

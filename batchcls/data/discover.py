@@ -37,9 +37,11 @@ def _is_image_name(name: str) -> bool:
     return name.lower().endswith(IMAGE_EXTENSIONS)
 
 
-def discover(root: str, labels: str | None = None, layout: str = "auto") -> Dataset:
+def discover(root: str, labels: str | None = None, layout: str = "auto",
+             class_subset: tuple | None = None) -> Dataset:
     """All samples under `root`, sorted by relative path, labelled by `labels.resolve_labels`'s precedence
-    (`labels`: a label file, 'none', or None for class folders / built-in ground truth).
+    (`labels`: a label file, 'none', or None for class folders / built-in ground truth; `class_subset`
+    maps folders that are not ImageNet classes onto the subset's classes).
 
     A directory or unreadable entry named like an image is still a sample: it fails in prep
     with its reason and is counted, never dropped; so is a file a label file lists but the root lacks.
@@ -55,7 +57,7 @@ def discover(root: str, labels: str | None = None, layout: str = "auto") -> Data
     folder_class, folder_source, notes = None, "", []
     paths = flat_files
     if layout == "folders":
-        folder_class, folder_source, notes = folder_classes(root, folders)
+        folder_class, folder_source, notes = folder_classes(root, folders, class_subset)
         paths = _folder_listing(root, folders)
     resolved = resolve_labels(root, paths, folder_class, folder_source, labels)
     paths = sorted(set(paths) | set(resolved.by_path))

@@ -1,4 +1,4 @@
-"""Every label source (label files, built-in ILSVRC2012 ground truth, class folders, ReaL, class subsets), one resolver."""
+"""Every label source (files, built-in ground truth, class folders, ReaL, class subsets), one resolver."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ KAGGLE_HEADER = "ImageId,PredictionString"
 LABEL_FORMS = ("expected '<filename> <class index>' (0-999), '<filename> <synset>' (n01440764), "
                "or a Kaggle LOC_val_solution.csv ('ImageId,PredictionString' header)")
 OFF = "none"
+SORTED_FOLDERS_SOURCE = "sorted folder names (not ImageNet synsets)"
 
 
 def _resource_text(name: str) -> str:
@@ -248,9 +249,11 @@ def check_label_range(samples, num_outputs: int, source: str, lines: dict | None
                    f"(0-{num_outputs - 1}); use labels of the model's classes")
 
 
-def folder_classes(root: str, folders: list[str]) -> tuple[dict[str, int], str, list[str]]:
+def folder_classes(root: str, folders: list[str],
+                   subset: tuple | None = None) -> tuple[dict[str, int], str, list[str]]:
     """({folder: class index}, source, notes) for class folders: decimal names are class indices
-    (ImageNet-V2), ImageNet synsets their sorted-synset index, anything else its sorted position."""
+    (ImageNet-V2), ImageNet synsets their sorted-synset index, anything else its sorted position, or,
+    with a class subset, the subset's class at that position (timm's --valid-labels convention)."""
     if folders and all(NUMERIC_RE.match(f) for f in folders):
         bad = [f for f in folders if int(f) >= NUM_CLASSES]
         if bad:
@@ -260,9 +263,18 @@ def folder_classes(root: str, folders: list[str]) -> tuple[dict[str, int], str, 
     index = synset_index()
     if all(f in index for f in folders):
         return {f: index[f] for f in folders}, "ImageNet synset folders", []
-    note = (f"class folders are neither ImageNet synsets nor class indices: class = position in the sorted "
-            f"list of {len(folders)} folder names, which may not match the model's classes")
-    return {f: i for i, f in enumerate(sorted(folders))}, "sorted folder names (not ImageNet synsets)", [note]
+    names = sorted(folders)
+    if subset is None:
+        note = (f"class folders are neither ImageNet synsets nor class indices: class = position in the sorted "
+                f"list of {len(folders)} folder names, which may not match the model's classes")
+        return {f: i for i, f in enumerate(names)}, SORTED_FOLDERS_SOURCE, [note]
+    if len(subset) != len(names):
+        raise JobError("dataset.class_subset", f"lists {len(subset)} classes but dataset.root has {len(names)} class "
+                       "folders that are neither synsets nor class indices; those are mapped in sorted order onto "
+                       "the subset's classes, so the counts must match (or name the folders by synset)")
+    note = (f"class folders are neither ImageNet synsets nor class indices: the {len(names)} folders, sorted by "
+            "name, are the subset's classes in class-index order")
+    return {f: subset[i] for i, f in enumerate(names)}, SORTED_FOLDERS_SOURCE + " onto dataset.class_subset", [note]
 
 
 @dataclass(frozen=True)
@@ -291,7 +303,8 @@ def resolve_labels(root: str, paths: list[str], folder_class: dict[str, int] | N
     gt = builtin_val_labels()
     if folder_class is not None:
         by_path = {p: folder_class[p.split("/", 1)[0]] for p in paths}
-        disagree = tuple(p for p, c in by_path.items() if (k := val_number(p)) and gt[k - 1] != c)
+        checked = not folder_source.startswith(SORTED_FOLDERS_SOURCE)  # positions are not ImageNet classes
+        disagree = tuple(p for p, c in by_path.items() if checked and (k := val_number(p)) and gt[k - 1] != c)
         return Labels(folder_source, by_path, disagree)
     by_path = {p: gt[k - 1] for p in paths if (k := val_number(p))}
     if not by_path:

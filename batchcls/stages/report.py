@@ -93,18 +93,20 @@ def format_report(metrics: dict, ref: ZooRow | None, title: str) -> str:
     lines.extend(_label_lines(metrics))
     for reason, count in list(metrics.get("failed_by_reason", {}).items())[:5]:
         lines.append(f"  failed: {count} x {reason}")
+    rows = _all_and_real_lines(metrics)
     if metrics["top1"] is None:
         lines.append("accuracy: not available (no labelled, successful samples)")
-    else:
+    if metrics["top1"] is not None or rows:
         lines.append(f"{'':12}{'top-1':>10}{'top-5':>10}")
+    if metrics["top1"] is not None:
         lines.append(f"{'measured':12}{_pct(metrics['top1']):>10}{_pct(metrics['top5']):>10}"
                      f"   (the {metrics['labelled']} labelled images that succeeded)")
-        lines.extend(_all_and_real_lines(metrics))
-        if ref is not None:
-            lines.append(f"{'reference':12}{ref.top1:>10.3f}{ref.top5:>10.3f}   ({ref.id}, seed table)")
-            d1 = metrics["top1"] - ref.top1
-            d5 = None if metrics["top5"] is None else metrics["top5"] - ref.top5
-            lines.append(f"{'difference':12}{d1:>+10.3f}{'n/a' if d5 is None else f'{d5:+.3f}':>10}")
+    if metrics["top1"] is not None and ref is not None:
+        lines.append(f"{'reference':12}{ref.top1:>10.3f}{ref.top5:>10.3f}   ({ref.id}, seed table)")
+        d1 = metrics["top1"] - ref.top1
+        d5 = None if metrics["top5"] is None else metrics["top5"] - ref.top5
+        lines.append(f"{'difference':12}{d1:>+10.3f}{'n/a' if d5 is None else f'{d5:+.3f}':>10}")
+    lines.extend(rows)
     t = metrics.get("timing", {})
     reused = metrics.get("shards", {}).get("reused_parts", 0)
     if reused:
@@ -123,9 +125,10 @@ def _label_lines(metrics: dict) -> list[str]:
     info = metrics.get("labels") or {}
     if not info:
         return []
-    counts = f"labelled {metrics.get('labelled_all', 0)}, unlabelled {metrics.get('unlabelled', 0)}"
+    counts = (f"labelled {metrics.get('labelled_all', 0)}, unlabelled {metrics.get('unlabelled', 0)}, "
+              f"excluded {metrics.get('excluded', 0)}")
     if info.get("class_subset"):
-        counts += f", excluded {metrics.get('excluded', 0)} (class outside the {info['class_subset']}-class subset)"
+        counts += f" (class outside the {info['class_subset']}-class subset)"
     lines = [f"labels: {info.get('source')} ({counts}); ReaL: {info.get('real_source')}"]
     lines.extend(f"NOTE: {note}" for note in info.get("notes", []))
     return lines
@@ -133,7 +136,8 @@ def _label_lines(metrics: dict) -> list[str]:
 
 def _all_and_real_lines(metrics: dict) -> list[str]:
     lines = []
-    if (metrics.get("top1_all"), metrics.get("top5_all")) != (metrics["top1"], metrics["top5"]):
+    if metrics.get("top1_all") is not None and \
+            (metrics["top1_all"], metrics["top5_all"]) != (metrics["top1"], metrics["top5"]):
         missed = metrics["labelled_all"] - metrics["labelled"]
         lines.append(f"{'all':12}{_pct(metrics['top1_all']):>10}{_pct(metrics['top5_all']):>10}"
                      f"   (all {metrics['labelled_all']} labelled images; {missed} failures count as misses)")
