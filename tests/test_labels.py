@@ -327,3 +327,26 @@ def test_other_folders_map_onto_a_class_subset_in_sorted_order(tmp_path):
     assert ds.class_source.endswith("onto dataset.class_subset")
     with pytest.raises(JobError, match="dataset.class_subset: lists 2 classes but dataset.root has 3 class folders"):
         discover(str(tmp_path), class_subset=(5, 70))
+
+
+def test_plan_reports_folders_that_contradict_the_builtin_ground_truth(tmp_path, tiny_onnx):
+    from batchcls.config import load_job
+    from batchcls.plan import make_plan
+    from batchcls.stages.report import format_report
+
+    from conftest import write_job
+
+    root = tmp_path / "val"
+    gt = builtin_val_labels()
+    for k in range(1, 9):
+        _touch(root / SYN[gt[k - 1] if k != 5 else (gt[4] + 1) % 1000] / _val(k))
+    job = load_job(write_job(tmp_path, model={"name": "tiny", "onnx": tiny_onnx}, dataset={"root": str(root)},
+                             output={"dir": str(tmp_path / "o")}))
+    plan = make_plan(job, tiny_onnx)
+    info = plan.label_info
+    assert info["source"] == "ImageNet synset folders" and info["disagree_builtin"] == 1
+    assert info["real_source"].startswith("built-in ImageNet-ReaL") and plan.real_labels is not None
+    text = format_report({"images": 8, "succeeded": 8, "failed": 0, "labelled": 8, "top1": None, "top5": None,
+                          "labels": info}, None, "t")
+    assert f"WARNING: 1 images lie in a class folder other than their built-in ILSVRC2012 ground truth (first: " \
+           f"{SYN[(gt[4] + 1) % 1000]}/{_val(5)}): the class folders were built wrongly" in text

@@ -130,7 +130,7 @@ def _label_lines(metrics: dict) -> list[str]:
     if info.get("class_subset"):
         counts += f" (class outside the {info['class_subset']}-class subset)"
     lines = [f"labels: {info.get('source')} ({counts}); ReaL: {info.get('real_source')}"]
-    lines.extend(f"NOTE: {note}" for note in info.get("notes", []))
+    lines.extend(note if note.startswith("WARNING") else f"NOTE: {note}" for note in info.get("notes", []))
     return lines
 
 
