@@ -104,8 +104,8 @@ def label_info(ds: Dataset, samples: tuple, subset: tuple | None, real_source: s
     disagree = [s.path for s in samples if s.path in ds.disagree]
     notes = list(ds.notes)
     if disagree:
-        notes.append(f"WARNING: {len(disagree)} images lie in a class folder other than their built-in ILSVRC2012 ground "
-                     f"truth (first: {disagree[0]}): the class folders were built wrongly")
+        notes.append(f"WARNING: {len(disagree)} images lie in a class folder other than their built-in "
+                     f"ILSVRC2012 ground truth (first: {disagree[0]}): the class folders were built wrongly")
     return {"source": ds.class_source, "real_source": real_source, "disagree_builtin": len(disagree),
             "class_subset": None if subset is None else len(subset), "notes": notes}
 

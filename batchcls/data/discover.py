@@ -7,7 +7,9 @@ from dataclasses import dataclass
 
 from ..constants import IMAGE_EXTENSIONS
 from ..errors import BatchclsError
-from .labels import folder_classes, imagenet_class_names, imagenet_synsets, resolve_labels  # noqa: F401 - re-exported
+from .labels import folder_classes, resolve_labels
+from .labels import imagenet_class_names, imagenet_synsets  # noqa: F401 - re-exported, as before
+
 
 @dataclass(frozen=True)
 class Sample:
