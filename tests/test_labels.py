@@ -95,7 +95,8 @@ def test_paddleclas_list_relative_to_the_dataset_parent(tmp_path):
     """ILSVRC2012/val_list.txt holds 'val/ILSVRC2012_val_00000001.JPEG 65', the root is ILSVRC2012/val."""
     base = tmp_path / "ILSVRC2012"
     root = _flat(base)
-    (base / "val_list.txt").write_text(f"val/{_val(1)} 65\nval/{_val(2)} 970\nval\\{_val(3)} 230\nval/{_val(9)} 1\n")  # one Windows-style path
+    # Line 3 is written the Windows way.
+    (base / "val_list.txt").write_text(f"val/{_val(1)} 65\nval/{_val(2)} 970\nval\\{_val(3)} 230\nval/{_val(9)} 1\n")
     ds = discover(str(root), str(base / "val_list.txt"))
     # No 'val/...' duplicates, no missing-file rows: each line is the file under the root; a listed file the
     # root lacks is still a sample (its row fails in prep) at the place the list names.
