@@ -39,6 +39,13 @@ class DatasetCfg(_Section):
     layout: Literal["auto", "flat", "folders"] = "auto"
     limit: Optional[int] = Field(default=None, gt=0)
     generate: Optional[GenerateCfg] = None
+    real_labels: Optional[str] = None
+    class_subset: Optional[str] = None
+
+    @field_validator("labels", "real_labels")
+    @classmethod
+    def _none_turns_off(cls, v):
+        return "none" if isinstance(v, str) and v.strip().lower() == "none" else v
 
 
 class PreprocessCfg(_Section):
@@ -266,9 +273,13 @@ def check_files(job: Job) -> None:
         raise JobError("dataset.root", f"{job.dataset.root!r} is not a folder; put the ILSVRC2012 validation images there "
                        "(see README 'Data and models'), or pass --set dataset.root=PATH", path=p)
     labels = job.dataset.labels
-    if labels is not None and job.dataset.generate is None and not Path(labels).is_file():
+    if labels not in (None, "none") and job.dataset.generate is None and not Path(labels).is_file():
         raise JobError("dataset.labels", f"{labels!r} does not exist; it holds '<filename> <class index>' lines "
-                       "(see README 'Data and models'), or remove the field for an unlabelled run", path=p)
+                       "(see README 'Data and models' and 'Labels'), or set it to none for an unlabelled run", path=p)
+    for name, value in (("real_labels", job.dataset.real_labels), ("class_subset", job.dataset.class_subset)):
+        if value not in (None, "none") and not Path(value).is_file():
+            raise JobError(f"dataset.{name}", f"{value!r} does not exist (see README 'Labels')"
+                           + (", or set it to none" if name == "real_labels" else ""), path=p)
     vdsp = job.preprocess.vdsp_params
     if vdsp is not None and (job.preprocess.profile or "vdsp") != "vdsp":
         raise JobError("preprocess.vdsp_params", f"only applies to profile 'vdsp', not {job.preprocess.profile!r}", path=p)

@@ -44,3 +44,31 @@ def per_class_accuracy(labels: np.ndarray, topk_ids: np.ndarray, num_classes: in
         m = labels == c
         out[int(c)] = accuracy(labels[m], topk_ids[m])
     return out
+
+
+# The error of an image whose logits hold a NaN or an Inf (an fp16 overflow, a broken graph): never ranked.
+NONFINITE_ERROR = "model output: non-finite logits"
+
+
+def mark_nonfinite(errors: list[str], finite: np.ndarray) -> list[str]:
+    """`errors` ('' = fine, one per sample) with NONFINITE_ERROR for the fine samples whose row of
+    `finite` (bool [n_fine], in the order of the fine samples) is False."""
+    if sum(1 for e in errors if not e) != len(finite):
+        raise AssertionError(f"{len(finite)} model outputs for {sum(1 for e in errors if not e)} prepared images")
+    out, pos = [], 0
+    for e in errors:
+        if e:
+            out.append(e)
+            continue
+        out.append("" if finite[pos] else NONFINITE_ERROR)
+        pos += 1
+    return out
+
+
+def subset_topk(logits: np.ndarray, k: int, subset: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """top-k over the columns `subset` (sorted class indices) only, softmax over those columns, ids given
+    back as the model's own class indices (timm's --valid-labels); `subset` None = every class."""
+    if subset is None:
+        return topk(logits, k)
+    ids, probs = topk(logits[:, subset], k)
+    return subset[ids].astype(np.int16), probs

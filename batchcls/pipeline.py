@@ -144,7 +144,7 @@ class Streamer:
         # The model travels through the object store: hosts need no copy of it, nor a shared filesystem.
         self.worker_args = (ray.put(_read_model(plan.model_path)), job.inference.backend, backend_options(plan),
                             plan.mean, plan.std, job.inference.batch_size, job.output.topk, job.output.save_logits,
-                            plan.scale_rule)
+                            plan.scale_rule, plan.class_subset)
         self.spec = transform_spec(plan.transform_params)
         self.cache_dir = os.path.join(job.runtime.cache_dir, "shards")
         self.replacements = 0
@@ -379,7 +379,8 @@ def run_job(job: Job, t_command: float | None = None, log=print) -> dict:
 def _metrics(plan: Plan, stats: dict, todo: list, done, t_command: float) -> dict:
     """metrics.json: accuracy from the Parquet dump, timing, shards, workers, the resolved job."""
     job = plan.job
-    metrics = compute_metrics(job.output.dir)
+    metrics = compute_metrics(job.output.dir, plan.class_subset, plan.real_labels)
+    metrics["labels"] = plan.label_info
     t_end = time.time()
     metrics["timing"] = _timing(stats, sum(len(s) for s in todo), t_command, t_end)
     metrics["shards"] = {"total": len(plan.shards), "reused_parts": len(done),

@@ -7,8 +7,11 @@ import json
 import os
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from .config import Job
 from .data.discover import Dataset, discover, select
+from .data.labels import check_label_range, load_class_subset, resolve_real_labels
 from .data.shards import Shard, effective_shard_size, make_shards, preprocess_key
 from .errors import BatchclsError, JobError
 from .transforms import create_transform
@@ -32,6 +35,9 @@ class Plan:
     zoo_row: ZooRow | None
     fingerprint: str = ""
     notes: list[str] = field(default_factory=list)
+    class_subset: tuple | None = None  # sorted class indices the outputs are restricted to
+    real_labels: tuple | None = None  # ReaL sets by val image number - 1
+    label_info: dict = field(default_factory=dict)  # label source, ReaL source, checks: for the report
 
 
 def resolve_preprocess(job: Job, row: ZooRow | None) -> dict:
@@ -62,7 +68,11 @@ def make_plan(job: Job, model_path: str) -> Plan:
         transform = create_transform(**params)
     except ValueError as e:
         raise JobError("preprocess", str(e), path=job.path) from None
-    ds = discover(job.dataset.root, job.dataset.labels, job.dataset.layout)
+    try:
+        subset = load_class_subset(job.dataset.class_subset) if job.dataset.class_subset else None
+        ds = discover(job.dataset.root, job.dataset.labels, job.dataset.layout, subset)
+    except JobError as e:
+        raise (e if e.path else e.with_path(job.path)) from None
     if not ds.samples:
         raise JobError("dataset.root", f"{job.dataset.root!r} holds no images (.JPEG, .jpg, .png, ...) directly "
                        "or in class folders; see README 'Data and models'", path=job.path)
@@ -76,8 +86,41 @@ def make_plan(job: Job, model_path: str) -> Plan:
     if size != job.runtime.shard_size:
         plan.notes.append(f"shard size {job.runtime.shard_size} rounded up to {size} (whole batches of "
                           f"{job.inference.batch_size})")
+    plan.class_subset = subset
+    try:
+        plan.real_labels, real_source = resolve_real_labels(job.dataset.real_labels, [s.path for s in samples])
+        outputs = model_outputs(model_path) if ds.labelled else None
+        if outputs:
+            check_label_range(samples, outputs, ds.class_source, ds.label_lines)
+    except JobError as e:
+        raise e.with_path(job.path) from None
+    plan.label_info = label_info(ds, samples, subset, real_source)
     plan.fingerprint = run_fingerprint(plan)
     return plan
+
+
+def label_info(ds: Dataset, samples: tuple, subset: tuple | None, real_source: str) -> dict:
+    """Where the labels came from and what the report must warn about, over the selected samples."""
+    disagree = [s.path for s in samples if s.path in ds.disagree]
+    notes = list(ds.notes)
+    if disagree:
+        notes.append(f"WARNING: {len(disagree)} images lie in a class folder other than their built-in "
+                     f"ILSVRC2012 ground truth (first: {disagree[0]}): the class folders were built wrongly")
+    return {"source": ds.class_source, "real_source": real_source, "disagree_builtin": len(disagree),
+            "class_subset": None if subset is None else len(subset), "notes": notes}
+
+
+def model_outputs(path: str) -> int | None:
+    """The number of classes an ONNX model outputs (its first output per image, flattened as the backend
+    does), None when not fixed."""
+    import onnx
+
+    try:
+        graph = onnx.load(path, load_external_data=False).graph
+    except Exception:  # noqa: BLE001 - an unreadable model is reported, with its reason, by the workers
+        return None
+    dims = [d.dim_value for d in graph.output[0].type.tensor_type.shape.dim[1:]] if graph.output else []
+    return int(np.prod(dims)) if dims and all(d > 0 for d in dims) else None
 
 
 def file_digest(path: str) -> str:
@@ -100,5 +143,7 @@ def run_fingerprint(plan: Plan) -> str:
                          "mean": plan.mean, "std": plan.std, "rule": plan.scale_rule, "topk": job.output.topk,
                          "logits": job.output.save_logits, "root": os.path.abspath(job.dataset.root),
                          "labels": [s.label for s in plan.samples],
-                         "shard_keys": [s.key for s in plan.shards]}, sort_keys=True).encode())
+                         "shard_keys": [s.key for s in plan.shards],
+                         **({"class_subset": list(plan.class_subset)} if plan.class_subset else {})},
+                        sort_keys=True).encode())
     return h.hexdigest()[:24]

@@ -126,3 +126,33 @@ def tiny_classifier_onnx(path: str, seed: int = 0, num_classes: int = 1000, inpu
     onnx.save(model, tmp)
     os.replace(tmp, path)
     return path
+
+
+def nonfinite_classifier_onnx(path: str, nan_above: float, inf_below: float, seed: int = 0) -> str:
+    """`tiny_classifier_onnx` whose logits are all NaN for an image whose mean normalised input is above
+    `nan_above` and +Inf where it is below `inf_below` (as an fp16 overflow gives): for testing that
+    non-finite outputs become errors, never rankings."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    model = onnx.load(tiny_classifier_onnx(path, seed=seed))
+    g = model.graph
+    for node in g.node:
+        node.output[:] = ["raw" if o == "logits" else o for o in node.output]
+    consts = [helper.make_tensor(name, TensorProto.FLOAT, [], [v]) for name, v in
+              (("nan_above", nan_above), ("inf_below", inf_below), ("nan", float("nan")), ("inf", float("inf")))]
+    g.initializer.extend(consts)
+    g.initializer.append(helper.make_tensor("one_axis", TensorProto.INT64, [1], [1]))
+    g.node.extend([
+        helper.make_node("ReduceMean", ["input"], ["mean"], axes=[1, 2, 3], keepdims=0),
+        helper.make_node("Unsqueeze", ["mean", "one_axis"], ["mean1"]),
+        helper.make_node("Greater", ["mean1", "nan_above"], ["is_nan"]),
+        helper.make_node("Less", ["mean1", "inf_below"], ["is_inf"]),
+        helper.make_node("Where", ["is_inf", "inf", "raw"], ["raw_inf"]),
+        helper.make_node("Where", ["is_nan", "nan", "raw_inf"], ["logits"]),
+    ])
+    onnx.checker.check_model(model)
+    tmp = f"{path}.tmp{os.getpid()}"
+    onnx.save(model, tmp)
+    os.replace(tmp, path)
+    return path

@@ -146,7 +146,9 @@ def test_unlabelled_folder(tmp_path, imagenet_flat, tiny_onnx):
     root.mkdir()
     for name in sorted(os.listdir(imagenet_flat[0]))[:5]:
         shutil.copy(os.path.join(imagenet_flat[0], name), root / name)
-    job = load_job(write_job(tmp_path, model={"name": "tiny", "onnx": tiny_onnx}, dataset={"root": str(root)},
+    # Files named like ILSVRC2012 val images get the built-in ground truth unless labels are turned off.
+    job = load_job(write_job(tmp_path, model={"name": "tiny", "onnx": tiny_onnx},
+                             dataset={"root": str(root), "labels": "none"},
                              runtime={"cache_dir": str(tmp_path / "c"), "progress": False},
                              output={"dir": str(tmp_path / "o")}))
     logs = []

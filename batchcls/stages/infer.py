@@ -8,7 +8,7 @@ import numpy as np
 
 from ..backends import create_backend
 from ..errors import BatchclsError
-from ..metrics import topk
+from ..metrics import mark_nonfinite, subset_topk
 from ..transforms.normalize import apply_table, normalization_table
 
 
@@ -18,7 +18,8 @@ class InferWorker:
     runs batches of `batch_size`, and returns top-k (and optionally float16 logits)."""
 
     def __init__(self, model: str | bytes, backend: str, backend_options: dict, mean, std,
-                 batch_size: int, topk: int, save_logits: bool, scale_rule: str = "div255"):
+                 batch_size: int, topk: int, save_logits: bool, scale_rule: str = "div255",
+                 class_subset: tuple | None = None):
         self.backend = create_backend(backend, model, **backend_options)
         # One lookup table per channel, built once: bit-identical to the profile's arithmetic, 2-3x faster.
         self.table = normalization_table(tuple(mean), tuple(std), scale_rule)
@@ -28,6 +29,8 @@ class InferWorker:
         self.k = topk
         self.save_logits = save_logits
         self._last_end: float | None = None
+        # dataset.class_subset: ranks among these classes only; ids stay the model's class indices.
+        self.class_subset = None if class_subset is None else np.asarray(class_subset, dtype=np.int64)
 
     def describe(self) -> dict:
         import os
@@ -58,13 +61,20 @@ class InferWorker:
             logits_out.append(self._run(batch))
             run_s += time.perf_counter() - t
         logits = np.concatenate(logits_out) if logits_out else np.zeros((0, 1000), np.float32)
-        ids, probs = topk(logits, self.k)
+        # An image with a NaN/Inf logit gets an error, never a ranking: rows stay aligned with the shard.
+        finite = np.isfinite(logits).all(axis=1)
+        errors = mark_nonfinite(list(prepared["errors"]), finite)
+        logits = logits[finite]
+        if self.class_subset is not None and logits.shape[0] and self.class_subset[-1] >= logits.shape[1]:
+            raise BatchclsError(f"dataset.class_subset: names class {int(self.class_subset[-1])} but the model "
+                                f"has {logits.shape[1]} outputs; use a subset of the model's classes")
+        ids, probs = subset_topk(logits, self.k, self.class_subset)
         end = time.perf_counter()
         idle = 0.0 if self._last_end is None else max(0.0, start - self._last_end)
         self._last_end = end
-        result = {"indices": prepared["indices"], "errors": prepared["errors"], "topk_ids": ids, "topk_probs": probs,
+        result = {"indices": prepared["indices"], "errors": errors, "topk_ids": ids, "topk_probs": probs,
                   "run_s": run_s, "call_s": end - start, "idle_s": idle, "batches": -(-n // self.batch_size),
-                  "images": n}
+                  "images": n, "nonfinite": int((~finite).sum())}
         if self.save_logits:
             result["logits"] = logits.astype(np.float16)
         return result
