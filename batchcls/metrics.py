@@ -12,11 +12,14 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
-def topk(logits: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """(ids int16 [N, k], probs float32 [N, k]) in descending order of logit; ties go to the lower class id."""
+def topk(logits: np.ndarray, k: int, scores: str = "logits") -> tuple[np.ndarray, np.ndarray]:
+    """(ids int16 [N, k], probs float32 [N, k]) in descending order of score; ties go to the lower class id.
+    `scores` "logits" are softmaxed for the probabilities; "probs" (a model that ends in a softmax) are
+    the probabilities already and are kept as they are."""
     k = min(k, logits.shape[1])
     ids = np.argsort(-logits.astype(np.float32, copy=False), axis=1, kind="stable")[:, :k]
-    probs = np.take_along_axis(softmax(logits), ids, axis=1)
+    full = logits.astype(np.float32, copy=False) if scores == "probs" else softmax(logits)
+    probs = np.take_along_axis(full, ids, axis=1)
     return ids.astype(np.int16), probs.astype(np.float32)
 
 
