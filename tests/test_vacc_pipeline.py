@@ -104,15 +104,21 @@ def test_on_device_two_workers_distinct_dies_equal_independent_computation(vacc_
     assert metrics["top1"] == pytest.approx(top1)
 
 
-def test_host_geometry_probs_model_keeps_the_cards_probabilities(vacc_env, tiny_onnx):
+def test_host_geometry_probs_model_keeps_the_cards_probabilities(vacc_env, tiny_onnx, capsys):
     """preprocess.on_device false: the timm profile crops on the host, the card normalises with the
-    JSON's mean/std; the model ends in softmax, so top-k probabilities are the card's, not softmaxed twice."""
+    JSON's mean/std; the model ends in softmax, so top-k probabilities are the card's, not softmaxed twice.
+    Run as `python -m batchcls.run JOB --result-txt FILE`."""
+    from batchcls.run import main
+
     job = _job(vacc_env, "host", model="probs", preprocess__on_device=False, preprocess__profile="timm",
                inference__workers=1)
-    logs = []
-    metrics = run_job(job, log=logs.append)
-    assert any("model.outputs: assumed probs" in line for line in logs)
+    txt = str(vacc_env["tmp"] / "result.txt")
+    assert main([job.path, "--no-progress", "--result-txt", txt]) == 0
+    out = capsys.readouterr().out
+    assert "model.outputs: assumed probs" in out and "result.txt: 40 images written" in out
+    metrics = json.load(open(os.path.join(job.output.dir, "metrics.json")))
     assert metrics["workers"][0]["on_device"] is False
+    assert len(open(txt).read().splitlines()) == 5 * 40
     rows = _ok_rows(job)
     x = np.stack([reference_timm(os.path.join(vacc_env["root"], r["path"]), mean=CFG["Mean"], std=CFG["Std"])
                   for r in rows])
