@@ -158,3 +158,17 @@ def test_a_run_that_fails_on_the_card_replaces_the_worker(vacc_env, monkeypatch)
     assert any("replaced it" in line for line in logs)
     table = read_predictions(job.output.dir)
     assert sorted(table["index"].to_pylist()) == list(range(44)) and metrics["failed"] == 4
+
+
+def test_bench_vacc_runs_one_instance_per_die(vacc_env, capsys):
+    from batchcls.bench import main
+
+    argv = [vacc_env["models"]["logits"], "--backend", "vacc", "--vdsp-params", "timm-dla34", "-i", "2", "-b", "4",
+            "--count", "16", "--warmup", "1"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert sorted(w["die"] for w in summary["workers"]) == [0, 1] and summary["resources"] == {"vacc": 1.0}
+    assert summary["images"] == 16 and "(vacc die " in out
+    assert main([vacc_env["models"]["logits"] + "x", "--backend", "vacc", "--vdsp-params", "timm-dla34"]) == 2
+    assert "modx.so' does not exist" in capsys.readouterr().err
