@@ -185,3 +185,22 @@ def test_vacc_fields_on_another_backend_are_refused(tmp_path, tiny_onnx):
         load_job(write_job(tmp_path, **{**base, "model": {"name": "t", "vacc": "x/mod"}}))
     with pytest.raises(JobError, match="runtime.resources: declares the resources of a local cluster only"):
         load_job(write_job(tmp_path, **base, runtime={"resources": {"vacc": 2}, "ray_address": "auto"}))
+
+
+def test_shipped_vacc_job_validates_and_resolves(models, tmp_path):
+    """jobs/dla34.vacc.yaml, pointed at a compiled model and a dataset that exist."""
+    import yaml
+
+    from batchcls.config import validate_job
+    from batchcls.plan import resolve_preprocess, resolve_vacc
+
+    path = os.path.join(os.path.dirname(__file__), "..", "jobs", "dla34.vacc.yaml")
+    raw = yaml.safe_load(open(path))
+    raw["model"]["vacc"] = models["probs"]
+    job = validate_job(raw, path)
+    assert (job.inference.backend, job.inference.workers, job.runtime.resources) == ("vacc", 4, {"vacc": 4})
+    vacc = resolve_vacc(job)
+    assert vacc["on_device"] and vacc["vdsp_params"].endswith("timm-dla34-vdsp_params.json")
+    assert resolve_preprocess(job, None) == {"profile": "fullres"}
+    raw["preprocess"].update(on_device=False, profile="timm")
+    assert resolve_preprocess(validate_job(raw, path), None)["profile"] == "timm"
