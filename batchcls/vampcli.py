@@ -51,7 +51,8 @@ def _samples(job):
 
 
 def export(job, out: str, progress: bool, log=print) -> dict:
-    """Write the npz files in parallel on Ray, then DIR/datalist.txt (sample order) and export_errors.txt."""
+    """Write the npz files in parallel Ray tasks on this host, then DIR/datalist.txt (sample order) and
+    export_errors.txt."""
     import ray
 
     from .cluster import connect
@@ -63,7 +64,11 @@ def export(job, out: str, progress: bool, log=print) -> dict:
     started = connect(job.runtime.ray_address, job.runtime.num_cpus, resources=job.runtime.resources)
     results: dict[int, tuple[str, str]] = {}
     try:
-        task = ray.remote(export_chunk).options(num_cpus=1)
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        # The files go to DIR on this host (vamp reads them by the datalist's absolute paths): tasks stay here.
+        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+        task = ray.remote(export_chunk).options(num_cpus=1, scheduling_strategy=here)
         limit = 2 * max(1, int(ray.cluster_resources().get("CPU", 1)))
         pending, todo = [], list(chunks)
         with tqdm(total=len(items), unit="img", desc="export", disable=not progress, file=sys.stderr) as bar:

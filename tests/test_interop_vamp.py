@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 import cv2
@@ -115,7 +116,7 @@ def _fake_vamp(out: str, lines: list[str], labels: list[int], seed: int = 0, pro
     return folder
 
 
-def test_import_pairs_by_sorted_name_and_reports(folders, exported, tmp_path):
+def test_import_pairs_by_sorted_name_and_reports(folders, exported, tmp_path, capsys):
     tmp, job = folders
     out, _ = exported
     lines = open(os.path.join(out, "datalist.txt")).read().splitlines()
@@ -123,9 +124,13 @@ def test_import_pairs_by_sorted_name_and_reports(folders, exported, tmp_path):
     labels = [synsets.index(line.split("/")[-2]) for line in lines]
     outputs = _fake_vamp(str(tmp_path), lines, labels, probs=True)
     logs = []
+    txt = str(tmp_path / "result.txt")
     datalist = os.path.join(out, "datalist.txt")
-    metrics = import_outputs(job, outputs, datalist, log=logs.append)
-    assert any("assumed probs" in m for m in logs)
+    assert vamp_main(["import", job.path, "--outputs", outputs, "--result-txt", txt]) == 2  # no datalist beside it
+    assert f"--datalist: cannot read '{tmp_path}/datalist.txt'" in capsys.readouterr().err
+    assert vamp_main(["import", job.path, "--outputs", outputs, "--datalist", datalist, "--result-txt", txt]) == 0
+    assert "assumed probs" in capsys.readouterr().out
+    metrics = json.load(open(os.path.join(job.output.dir, "metrics.json")))
     rows = read_predictions(job.output.dir).to_pylist()
     assert len(rows) == 13 and metrics["failed"] == 1 and metrics["labelled"] == 12
     ok = [r for r in rows if r["error"] is None]
@@ -135,9 +140,9 @@ def test_import_pairs_by_sorted_name_and_reports(folders, exported, tmp_path):
         assert np.allclose(r["topk_probs"], s[r["topk_ids"]], atol=1e-6)  # probabilities kept, not softmaxed
     hits = [r["topk_ids"][0] == r["label"] for r in ok]
     assert metrics["top1"] == pytest.approx(100 * np.mean(hits)) and 0 < metrics["top1"] < 100
-    txt = str(tmp_path / "result.txt")
-    write_run_result_txt(job.output.dir, job.dataset.root, txt, log=logs.append)
     assert len(open(txt).read().splitlines()) == 60
+    write_run_result_txt(job.output.dir, job.dataset.root, txt, log=logs.append)  # the same file again
+    assert logs == ["result.txt: 12 images written to " + txt + "; 1 failed images left out (eval_topk.py cannot count them)"]
     assert vendor_eval_topk(txt)[0] == pytest.approx(metrics["top1"])  # no ATM or crane among these classes
     assert [r["topk_ids"] for r in read_result_txt(txt)] == [r["topk_ids"] for r in ok]
 
