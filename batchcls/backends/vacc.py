@@ -44,11 +44,19 @@ def claim_die(candidates: list[int], lock_dir: str | None = None, timeout_s: flo
     `timeout_s` (CLAIM_TIMEOUT_S) for one to be freed. Locks live in `lock_dir` (DIE_LOCK_DIR)."""
     lock_dir = lock_dir or DIE_LOCK_DIR
     os.makedirs(lock_dir, exist_ok=True)
+    try:  # the dies are the host's, whoever runs: every user's workers must see the same locks
+        os.chmod(lock_dir, 0o1777)
+    except OSError:
+        pass
     deadline = time.monotonic() + (CLAIM_TIMEOUT_S if timeout_s is None else timeout_s)
     while True:
         holders = []
         for die in candidates:
             fd = os.open(os.path.join(lock_dir, f"die-{die}.lock"), os.O_RDWR | os.O_CREAT, 0o666)
+            try:
+                os.fchmod(fd, 0o666)
+            except OSError:
+                pass
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
