@@ -204,3 +204,10 @@ def test_shipped_vacc_job_validates_and_resolves(models, tmp_path):
     assert resolve_preprocess(job, None) == {"profile": "fullres"}
     raw["preprocess"].update(on_device=False, profile="timm")
     assert resolve_preprocess(validate_job(raw, path), None)["profile"] == "timm"
+
+
+def test_unwritable_lock_folder_is_one_line(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(BackendUnavailable, match="cannot create the die locks folder"):
+        claim_die([0], str(blocker / "locks"))

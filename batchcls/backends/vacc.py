@@ -43,7 +43,11 @@ def claim_die(candidates: list[int], lock_dir: str | None = None, timeout_s: flo
     """(die id, lock fd): the first of `candidates` no other process of this host holds, waiting up to
     `timeout_s` (CLAIM_TIMEOUT_S) for one to be freed. Locks live in `lock_dir` (DIE_LOCK_DIR)."""
     lock_dir = lock_dir or DIE_LOCK_DIR
-    os.makedirs(lock_dir, exist_ok=True)
+    try:
+        os.makedirs(lock_dir, exist_ok=True)
+    except OSError as e:
+        raise BackendUnavailable(f"vacc: cannot create the die locks folder {lock_dir!r} on host "
+                                 f"{socket.gethostname()} ({e.strerror}); make it writable for every user") from None
     try:  # the dies are the host's, whoever runs: every user's workers must see the same locks
         os.chmod(lock_dir, 0o1777)
     except OSError:
