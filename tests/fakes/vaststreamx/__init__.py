@@ -1,5 +1,6 @@
 """A test double of VastAI's vaststreamx: exactly the calls batchcls's vacc backend makes, with the
-vendor's documented semantics (the vendor's shared notes, sections 1.2-1.5 and 6.4).
+semantics the vendor's samples document (VastModelZOO classification/common/vsx/classification.py,
+VastStreamX-Samples common/model_base.py and common/resnet.py).
 
 - `set_device(die)` returns 0 for a die that exists (FAKE_VSX_DIES of them, default 4), else -1.
 - A compiled model is a prefix with three files; here PREFIX.so holds an ONNX model (run with
