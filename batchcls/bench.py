@@ -14,7 +14,7 @@ import numpy as np
 
 from .backends import BACKENDS, create_backend
 from .constants import BATCH_SIZE
-from .cluster import actor_options, check_capacity, connect, unwrap_error
+from .cluster import actor_options, check_capacity, connect, host_units, unwrap_error
 from .errors import BatchclsError
 
 EXIT_USER_ERROR = 2
@@ -28,14 +28,20 @@ DEFAULT_SECONDS = 10.0
 class BenchInstance:
     """One backend session on one device, fed the same synthetic float32 batch over and over."""
 
-    def __init__(self, model: bytes, backend: str, options: dict, batch: int, seed: int):
+    def __init__(self, model: bytes | str, backend: str, options: dict, batch: int, seed: int):
+        if backend == "vacc":  # the dies of this host: its units of the resource the instance asked for
+            options = dict(options)
+            options["die_count"] = host_units(options.pop("resources", {}))
         self.backend = create_backend(backend, model, **options)
         fixed = self.backend.batch_size
         if fixed is not None and fixed != batch:
             raise BatchclsError(f"--batch: the model has a fixed batch of {fixed}; run with -b {fixed}")
         shape = [DYNAMIC_DIM[i] if d is None else d for i, d in enumerate(self.backend.input_shape)]
         rng = np.random.default_rng(seed)
-        self.batch = rng.standard_normal((batch, *shape), dtype=np.float32)
+        if getattr(self.backend, "input_dtype", "float32") == "uint8":  # a backend that normalises itself
+            self.batch = rng.integers(0, 256, (batch, *shape), dtype=np.uint8)
+        else:
+            self.batch = rng.standard_normal((batch, *shape), dtype=np.float32)
 
     def describe(self) -> dict:
         import socket
@@ -71,7 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="batchcls bench",
                 description="Throughput (images/s) and per-batch latency of a model: N instances, each one "
                             "session on one device (a Ray actor), on synthetic input of the model's shape.")
-    p.add_argument("model", help="ONNX file (input NCHW float32; dynamic dimensions run at 3x224x224)")
+    p.add_argument("model", help="ONNX file (input NCHW float32; dynamic dimensions run at 3x224x224), or for "
+                                 "--backend vacc the compiled model's prefix (PREFIX.so/.json/.params)")
     p.add_argument("-i", "--instances", type=int, default=1, help="model instances (Ray actors), default 1")
     p.add_argument("-b", "--batch", type=int, default=BATCH_SIZE, help=f"images per call, default {BATCH_SIZE}")
     what = p.add_mutually_exclusive_group()
@@ -85,6 +92,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=0, help="intra-op threads per instance; 0 = one per core")
     p.add_argument("--backend", default="onnxruntime", choices=BACKENDS, help="the runtime")
     p.add_argument("--ray-address", default=None, help="join this cluster ('auto', HOST:PORT); default: local")
+    p.add_argument("--vdsp-params", help="vacc: the model's vdsp JSON or a shipped name (timm-dla34); the card "
+                                         "normalises model-size uint8 input (vamp's -s role)")
+    p.add_argument("--devices", help="vacc: die ids the instances may take, comma-separated (default: any die)")
+    p.add_argument("--cluster-resources", default=None,
+                   help="custom resources of the local cluster (YAML), e.g. '{vacc: 4}' on a host with 4 dies")
     p.add_argument("--json", dest="json_path", help="also write the result as JSON to this file")
     return p
 
@@ -102,13 +114,39 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         raise BatchclsError("--warmup and --threads: must be 0 or more")
     if args.count is None and args.seconds is None:
         args.seconds = DEFAULT_SECONDS
-    if not os.path.isfile(args.model):
+    if args.backend == "vacc":
+        _vacc_args(args)
+    elif not os.path.isfile(args.model):
         raise BatchclsError(f"model: {args.model!r} is not a file")
     args.resources = parse_resources(args.resources)
+    args.cluster_resources = parse_resources(args.cluster_resources) if args.cluster_resources else None
     args.providers = [p.strip() for p in args.providers.split(",") if p.strip()]
     if not args.providers:
         raise BatchclsError("--providers: give at least one, e.g. CPUExecutionProvider")
     return args
+
+
+def _vacc_args(args: argparse.Namespace) -> None:
+    """The compiled model's files, the vdsp JSON and the dies, checked; one vacc unit per instance by default."""
+    from .config import vacc_files
+    from .transforms.vdsp import resolve_vdsp_params
+
+    missing = [f for f in vacc_files(args.model) if not os.path.isfile(f)]
+    if missing:
+        raise BatchclsError(f"model: {missing[0]!r} does not exist; give the compiled model's prefix (PREFIX.so, "
+                            "PREFIX.json, PREFIX.params)")
+    if args.vdsp_params is None:
+        raise BatchclsError("--vdsp-params: the vacc backend needs the model's vdsp JSON, e.g. timm-dla34")
+    try:
+        args.vdsp_params = os.path.abspath(resolve_vdsp_params(args.vdsp_params))
+    except ValueError as e:
+        raise BatchclsError(f"--vdsp-params: {e}") from None
+    try:
+        args.devices = [int(d) for d in args.devices.split(",")] if args.devices else None
+    except ValueError:
+        raise BatchclsError(f"--devices: {args.devices!r} must be die ids, e.g. 0,1") from None
+    if args.resources == "{CPU: 1}":
+        args.resources = "{vacc: 1}"
 
 
 def parse_resources(text: str) -> dict[str, float]:
@@ -134,11 +172,16 @@ def split_batches(total: int, instances: int) -> list[int]:
 
 def run_instances(ray, args: argparse.Namespace) -> tuple[list[dict], list[dict]]:
     """Start the instances, wait until every one holds its session, then run them all at once."""
-    with open(args.model, "rb") as f:
-        model_ref = ray.put(f.read())  # through the object store: hosts need no copy of the model
+    if args.backend == "vacc":  # the SDK loads the compiled model from its files on each host
+        model_ref = args.model
+        options = {"vdsp_params": args.vdsp_params, "on_device": False, "outputs": "logits",
+                   "batch_size": args.batch, "devices": args.devices, "resources": args.resources}
+    else:
+        with open(args.model, "rb") as f:
+            model_ref = ray.put(f.read())  # through the object store: hosts need no copy of the model
+        options = {"providers": args.providers, "intra_op_threads": args.threads, "source": args.model}
     check_capacity(args.resources, args.instances, "--resources", "lower --instances or change --resources")
     cls = ray.remote(BenchInstance).options(**actor_options(args.resources))
-    options = {"providers": args.providers, "intra_op_threads": args.threads, "source": args.model}
     actors = [cls.remote(model_ref, args.backend, options, args.batch, i) for i in range(args.instances)]
     try:
         infos = ray.get([a.describe.remote() for a in actors])
@@ -187,7 +230,9 @@ def format_summary(s: dict) -> str:
              f"latency     per batch: p50 {lat['p50']:.1f} ms  p90 {lat['p90']:.1f} ms  p99 {lat['p99']:.1f} ms  "
              f"(min {lat['min']:.1f}, max {lat['max']:.1f})"]
     for i, p in enumerate(s["per_instance"]):
-        lines.append(f"  instance {i}: {p['batches']} batches, {p['images_per_s']:.1f} images/s")
+        die = s["workers"][i].get("die") if i < len(s["workers"]) else None
+        lines.append(f"  instance {i}: {p['batches']} batches, {p['images_per_s']:.1f} images/s"
+                     + (f" (vacc die {die})" if die is not None else ""))
     return "\n".join(lines)
 
 
@@ -199,7 +244,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parse_args(argv)
         import ray
 
-        started = connect(args.ray_address, field="--ray-address")
+        started = connect(args.ray_address, field="--ray-address", resources=args.cluster_resources)
         try:
             infos, results = run_instances(ray, args)
         finally:

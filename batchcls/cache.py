@@ -8,16 +8,21 @@ import zipfile
 import numpy as np
 
 from .errors import BatchclsError
+from .ragged import RaggedImages
 
 
 def write_shard(path: str, images: np.ndarray, indices: np.ndarray, errors: list[str]) -> None:
-    """Store one prepared shard: uint8 `images` [n_ok, 3, H, W] of the samples whose error is '',
+    """Store one prepared shard: uint8 `images` [n_ok, 3, H, W] (or a RaggedImages) of the samples whose error is '',
     int32 `indices` [n] of every sample, `errors` [n] ('' when fine). Uncompressed: compression costs
     more time than it saves (FINDINGS)."""
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     tmp = f"{path}.tmp{os.getpid()}.npz"
     try:
-        np.savez(tmp, images=images, indices=indices.astype(np.int32), errors=np.array(errors, dtype=str))
+        if isinstance(images, RaggedImages):  # full-resolution images: one flat buffer and the shapes
+            np.savez(tmp, pixels=images.pixels, shapes=images.shapes, indices=indices.astype(np.int32),
+                     errors=np.array(errors, dtype=str))
+        else:
+            np.savez(tmp, images=images, indices=indices.astype(np.int32), errors=np.array(errors, dtype=str))
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -31,15 +36,22 @@ def read_shard(path: str, expect_indices: np.ndarray | None = None, expect_shape
         return None
     try:
         with np.load(path, allow_pickle=False) as z:
-            images, indices, errors = z["images"], z["indices"], [str(e) for e in z["errors"]]
+            if "pixels" in z.files:
+                images = RaggedImages(z["pixels"], z["shapes"])
+            else:
+                images = z["images"]
+            indices, errors = z["indices"], [str(e) for e in z["errors"]]
     except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError):
         return None
     n_ok = sum(1 for e in errors if not e)
-    if len(errors) != len(indices) or images.shape[0] != n_ok or images.dtype != np.uint8:
+    if len(errors) != len(indices) or len(images) != n_ok or images.dtype != np.uint8:
         return None
     if expect_indices is not None and not np.array_equal(indices, expect_indices):
         return None
-    if expect_shape is not None and n_ok and tuple(images.shape[1:]) != tuple(expect_shape):
+    variable = expect_shape is not None and None in tuple(expect_shape)
+    if expect_shape is not None and variable != isinstance(images, RaggedImages):
+        return None
+    if expect_shape is not None and not variable and n_ok and tuple(images.shape[1:]) != tuple(expect_shape):
         return None
     return images, indices, errors
 

@@ -9,6 +9,8 @@ COMMANDS = {
     "models": ("batchcls.models.table", "print the DLA model zoo table"),
     "export": ("batchcls.models.export", "build a DLA model as ONNX from its weights"),
     "bench": ("batchcls.bench", "throughput and latency of a model on synthetic input (N workers, batch B)"),
+    "vamp": ("batchcls.vampcli", "the vendor's vamp: export its input npz + datalist, import its outputs"),
+    "import-result": ("batchcls.importresult", "read a vendor result.txt into a dump and report"),
 }
 
 

@@ -8,9 +8,11 @@ from .config import Job
 from .errors import BatchclsError
 
 
-def connect(address: str | None, num_cpus: int | None = None, field: str = "runtime.ray_address") -> bool:
+def connect(address: str | None, num_cpus: int | None = None, field: str = "runtime.ray_address",
+            resources: dict[str, float] | None = None) -> bool:
     """Join the cluster at `address` ('auto' or HOST:PORT), or start a local one; True when this call
-    started Ray (and the caller stops it). `field` is what the user set, for the message."""
+    started Ray (and the caller stops it). `field` is what the user set, for the message; `resources`
+    are a local cluster's custom resources (e.g. {"vacc": 4})."""
     if ray.is_initialized():
         return False
     try:
@@ -19,7 +21,8 @@ def connect(address: str | None, num_cpus: int | None = None, field: str = "runt
         # "local" starts a cluster of our own even when `ray start` left one running on this host.
         # A cluster of our own runs its workers at the driver's priority: Ray's default (nice 15)
         # hands the inference worker's cores to any other process on the host.
-        local = {} if address else {"num_cpus": num_cpus, "_system_config": {"worker_niceness": 0}}
+        local = {} if address else {"num_cpus": num_cpus, "_system_config": {"worker_niceness": 0},
+                                    **({"resources": dict(resources)} if resources else {})}
         ray.init(address=address or "local", include_dashboard=False, logging_level="ERROR", **local)
     except (ConnectionError, ValueError, RuntimeError) as e:
         text = f"{e} {e.__cause__ or ''}"
@@ -35,7 +38,7 @@ def connect(address: str | None, num_cpus: int | None = None, field: str = "runt
 
 def init_ray(job: Job) -> bool:
     """`connect` as the job says."""
-    return connect(job.runtime.ray_address, job.runtime.num_cpus)
+    return connect(job.runtime.ray_address, job.runtime.num_cpus, resources=job.runtime.resources)
 
 
 def probe(address: str, timeout_s: float = 5.0) -> None:
@@ -74,6 +77,19 @@ def worker_count(job: Job) -> int:
         raise BatchclsError(f"inference.workers: 'auto' found no {', '.join(res)} in the cluster "
                             f"(it has {', '.join(sorted(total))}); add such hosts or change inference.resources")
     return min(counts)
+
+
+def host_units(resources: dict[str, float]) -> int | None:
+    """From inside a worker: how many units of its accelerator resource (the first non-CPU/GPU one asked
+    for, e.g. vacc) its host has; None when it asked for none."""
+    names = [k for k, v in resources.items() if k not in ("CPU", "GPU") and v > 0]
+    if not names:
+        return None
+    node = ray.get_runtime_context().get_node_id()
+    for info in ray.nodes():
+        if info.get("NodeID") == node:
+            return int(info.get("Resources", {}).get(names[0], 0)) or None
+    return None
 
 
 def actor_options(resources: dict[str, float]) -> dict:

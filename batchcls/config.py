@@ -25,6 +25,11 @@ class ModelCfg(_Section):
     source: str = "custom"
     onnx: Optional[str] = None
     weights: Optional[str] = None
+    # A VastAI compiled model: the prefix of its three files PREFIX.so, PREFIX.json, PREFIX.params.
+    vacc: Optional[str] = None
+    # What the model returns: logits, or probabilities (compiled with the vendor's extra_ops softmax);
+    # auto decides from the first batch (rows >= 0 summing to 1) and says which it assumed.
+    outputs: Literal["auto", "logits", "probs"] = "auto"
 
 
 class GenerateCfg(_Section):
@@ -57,6 +62,9 @@ class PreprocessCfg(_Section):
     interpolation: Optional[Literal["bilinear", "bicubic"]] = None
     mean: Optional[list[float]] = None
     std: Optional[list[float]] = None
+    # vacc backend: the card's vdsp op resizes, crops and normalises full-resolution images (true, its
+    # default), or the profile crops on the host and the card only normalises (false).
+    on_device: Optional[bool] = None
 
     @field_validator("mean", "std")
     @classmethod
@@ -69,12 +77,21 @@ class PreprocessCfg(_Section):
 
 
 class InferenceCfg(_Section):
-    backend: Literal["onnxruntime"] = "onnxruntime"
+    backend: Literal["onnxruntime", "vacc"] = "onnxruntime"
     batch_size: int = Field(default=constants.BATCH_SIZE, gt=0, le=4096)
     workers: Union[int, str] = Field(default=1, union_mode="left_to_right")
     resources: dict[str, float] = Field(default_factory=lambda: {"CPU": 1})
     providers: list[str] = Field(default_factory=lambda: ["CPUExecutionProvider"])
     intra_op_threads: int = Field(default=0, ge=0)
+    # vacc: the die ids workers may take on each host (default: any die of the host, first free).
+    devices: Optional[list[int]] = None
+
+    @field_validator("devices")
+    @classmethod
+    def _devices_valid(cls, v):
+        if v is not None and (not v or min(v) < 0 or len(set(v)) != len(v)):
+            raise ValueError(f"must be a non-empty list of distinct die ids >= 0, e.g. [0, 1], got {v!r}")
+        return v
 
     @field_validator("workers", mode="before")
     @classmethod
@@ -106,6 +123,17 @@ class RuntimeCfg(_Section):
     prep_on: Literal["any", "driver"] = "any"
     cache_dir: str = ".batchcls-cache"
     progress: bool = True
+    # Custom resources of the local cluster a run starts (e.g. {vacc: 4} on a host with 4 dies).
+    resources: dict[str, float] = Field(default_factory=dict)
+
+    @field_validator("resources")
+    @classmethod
+    def _local_resources(cls, v):
+        for k, amount in v.items():
+            if k in ("CPU", "GPU", "memory") or amount < 0:
+                raise ValueError(f"{k}: custom resources only (not CPU/GPU/memory, which Ray counts), >= 0, "
+                                 f"e.g. {{vacc: 4}}; got {amount}")
+        return v
 
 
 class OutputCfg(_Section):
@@ -151,6 +179,7 @@ def load_job(path: str | os.PathLike, overrides: list[str] = ()) -> Job:
         apply_override(raw, item, path)
     job = validate_job(raw, path)
     check_files(job)
+    check_backend_fields(job)
     return job
 
 
@@ -258,7 +287,9 @@ def _one_line(e: Exception) -> str:
 def check_files(job: Job) -> None:
     """Every file the job names exists, or JobError saying what to get and where to put it."""
     p = job.path
-    if job.model.onnx is None and job.model.weights is None:
+    if job.inference.backend == "vacc" or job.model.vacc is not None:
+        check_vacc(job)
+    elif job.model.onnx is None and job.model.weights is None:
         raise JobError("model.onnx", "is required (or model.weights); see README 'Data and models'", path=p)
     if job.model.onnx is not None and job.model.weights is not None:
         raise JobError("model.weights", "give model.onnx or model.weights, not both", path=p)
@@ -281,8 +312,47 @@ def check_files(job: Job) -> None:
             raise JobError(f"dataset.{name}", f"{value!r} does not exist (see README 'Labels')"
                            + (", or set it to none" if name == "real_labels" else ""), path=p)
     vdsp = job.preprocess.vdsp_params
-    if vdsp is not None and (job.preprocess.profile or "vdsp") != "vdsp":
+    if vdsp is not None and (job.preprocess.profile or "vdsp") != "vdsp" and job.inference.backend != "vacc":
         raise JobError("preprocess.vdsp_params", f"only applies to profile 'vdsp', not {job.preprocess.profile!r}", path=p)
     if job.preprocess.profile == "vdsp" and vdsp is None:
         raise JobError("preprocess.vdsp_params", "is required with profile 'vdsp': a vendor JSON such as "
                        "timm-dla34-vdsp_params.json, or a shipped name such as timm-dla34", path=p)
+
+
+VACC_SUFFIXES = (".so", ".json", ".params")
+
+
+def vacc_files(prefix: str) -> list[str]:
+    """The three files of a VastAI compiled model prefix (the vendor's 'three-piece set')."""
+    return [prefix + s for s in VACC_SUFFIXES]
+
+
+def check_vacc(job: Job) -> None:
+    """The fields of a run on VastAI cards agree, and the compiled model's three files exist."""
+    p = job.path
+    if job.inference.backend != "vacc":
+        raise JobError("model.vacc", "is the compiled model of the vacc backend; set inference.backend: vacc, "
+                       "or give model.onnx for onnxruntime", path=p)
+    if job.model.vacc is None:
+        raise JobError("model.vacc", "is required with inference.backend vacc: the compiled model's prefix "
+                       "PATH/PREFIX (files PREFIX.so, PREFIX.json, PREFIX.params, as vamc writes them)", path=p)
+    for field, value in (("model.onnx", job.model.onnx), ("model.weights", job.model.weights)):
+        if value is not None:
+            raise JobError(field, "is not used by the vacc backend, which runs the compiled model.vacc; remove it",
+                           path=p)
+    for f in vacc_files(job.model.vacc):
+        if not Path(f).is_file():
+            raise JobError("model.vacc", f"{f!r} does not exist: a compiled model is PREFIX.so, PREFIX.json and "
+                           "PREFIX.params side by side (vamc's output folder); give its prefix", path=p)
+
+
+def check_backend_fields(job: Job) -> None:
+    """Fields that belong to the vacc backend are not given to another; local resources only locally."""
+    if job.runtime.resources and job.runtime.ray_address:
+        raise JobError("runtime.resources", "declares the resources of a local cluster only; on a cluster, "
+                       "declare them where the host joins: ray start --resources='{\"vacc\": 4}'", path=job.path)
+    if job.inference.backend != "vacc":
+        for field, value in (("inference.devices", job.inference.devices),
+                             ("preprocess.on_device", job.preprocess.on_device)):
+            if value is not None:
+                raise JobError(field, "applies to inference.backend vacc only; remove it", path=job.path)

@@ -11,6 +11,10 @@ BATCH_SIZE = 48
 # (~0.2 s overhead), small enough that a lost shard costs seconds, not minutes.
 SHARD_IMAGES = 1000
 
+# Full-resolution images (a vacc card resizes them itself) average ~0.6 MB each against 150 KB for a
+# 224 crop: 240 of them (5 batches of 48) weigh about what a shard of 1000 crops does.
+FULLRES_SHARD_IMAGES = 240
+
 # Shards prepared but not yet consumed, per inference worker: two keep a worker fed
 # while the next is being prepared; more only grows memory.
 MAX_SHARDS_IN_FLIGHT_PER_WORKER = 2

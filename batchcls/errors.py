@@ -32,3 +32,7 @@ class SampleError(Exception):
         self.path = path
         self.reason = reason
         super().__init__(f"{path}: {reason}")
+
+
+class DeviceError(BatchclsError):
+    """An accelerator that failed while running a batch: its worker is replaced and the shard redone."""

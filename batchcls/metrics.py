@@ -12,11 +12,14 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
-def topk(logits: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """(ids int16 [N, k], probs float32 [N, k]) in descending order of logit; ties go to the lower class id."""
+def topk(logits: np.ndarray, k: int, scores: str = "logits") -> tuple[np.ndarray, np.ndarray]:
+    """(ids int16 [N, k], probs float32 [N, k]) in descending order of score; ties go to the lower class id.
+    `scores` "logits" are softmaxed for the probabilities; "probs" (a model that ends in a softmax) are
+    the probabilities already and are kept as they are."""
     k = min(k, logits.shape[1])
     ids = np.argsort(-logits.astype(np.float32, copy=False), axis=1, kind="stable")[:, :k]
-    probs = np.take_along_axis(softmax(logits), ids, axis=1)
+    full = logits.astype(np.float32, copy=False) if scores == "probs" else softmax(logits)
+    probs = np.take_along_axis(full, ids, axis=1)
     return ids.astype(np.int16), probs.astype(np.float32)
 
 
@@ -65,10 +68,15 @@ def mark_nonfinite(errors: list[str], finite: np.ndarray) -> list[str]:
     return out
 
 
-def subset_topk(logits: np.ndarray, k: int, subset: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-    """top-k over the columns `subset` (sorted class indices) only, softmax over those columns, ids given
-    back as the model's own class indices (timm's --valid-labels); `subset` None = every class."""
+def subset_topk(logits: np.ndarray, k: int, subset: np.ndarray | None,
+                scores: str = "logits") -> tuple[np.ndarray, np.ndarray]:
+    """top-k over the columns `subset` (sorted class indices) only, softmax over those columns (probabilities
+    of a model ending in a softmax, `scores` "probs", are renormalised over them), ids given back as the
+    model's own class indices (timm's --valid-labels); `subset` None = every class."""
     if subset is None:
-        return topk(logits, k)
-    ids, probs = topk(logits[:, subset], k)
+        return topk(logits, k, scores)
+    sub = logits[:, subset]
+    if scores == "probs":
+        sub = sub.astype(np.float32) / np.maximum(sub.astype(np.float32).sum(axis=1, keepdims=True), 1e-30)
+    ids, probs = topk(sub, k, scores)
     return subset[ids].astype(np.int16), probs

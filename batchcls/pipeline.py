@@ -13,8 +13,8 @@ from tqdm import tqdm
 from .config import Job
 from .constants import MAX_SHARDS_IN_FLIGHT_PER_WORKER, PREP_NICENESS, WORKER_NICENESS
 from .cache import check_writable, shard_cache_path
-from .cluster import actor_options, check_capacity, init_ray, prep_placement, unwrap_error, worker_count
-from .errors import BatchclsError, JobError
+from .cluster import actor_options, check_capacity, host_units, init_ray, prep_placement, unwrap_error, worker_count
+from .errors import BatchclsError, DeviceError, JobError
 from .plan import Plan, make_plan
 from .rundir import RunDir
 from .stages.infer import InferWorker
@@ -47,7 +47,7 @@ def _prep_task(root, samples, spec, cache_path):
         raise BatchclsError(f"dataset.root: {root!r} is not a folder on host {socket.gethostname()}; make it "
                             "readable at the same path on every host, or set runtime.prep_on: driver")
     prepared = prep_shard(root, samples, spec, cache_path)
-    meta = {"n": len(samples), "ok": int(prepared["images"].shape[0]), "cached": prepared["cached"],
+    meta = {"n": len(samples), "ok": len(prepared["images"]), "cached": prepared["cached"],
             "prep_s": prepared["prep_s"], "end": time.time(), "nice": os.getpriority(os.PRIO_PROCESS, 0)}
     return meta, prepared
 
@@ -56,6 +56,10 @@ class _RemoteWorker(InferWorker):
     def __init__(self, *args):
         # Before the session makes its threads (they inherit it); the process may have run prep tasks.
         set_niceness(WORKER_NICENESS)
+        if args[1] == "vacc":  # the dies of this host: its units of the resource the worker asked for
+            options = dict(args[2])
+            units = host_units(options.pop("resources", {}))
+            args = (*args[:2], {**options, "die_count": options.get("die_count") or units}, *args[3:])
         # A model that does not load is the user's error, returned by the first call: raised here,
         # Ray would also print the actor's traceback above the one-line message.
         self.init_error: BatchclsError | None = None
@@ -80,7 +84,10 @@ class _RemoteWorker(InferWorker):
 
 
 def resolve_model(job: Job) -> str:
-    """The ONNX file to run: `model.onnx`, or the graph built (and cached) from `model.weights`."""
+    """The ONNX file to run: `model.onnx`, or the graph built (and cached) from `model.weights`; for the
+    vacc backend the compiled model's prefix."""
+    if job.inference.backend == "vacc":
+        return job.model.vacc
     if job.model.onnx is not None:
         return job.model.onnx
     try:
@@ -119,6 +126,9 @@ def _read_model(path: str) -> bytes:
 def backend_options(plan: Plan) -> dict:
     """The keyword arguments of `create_backend` for this job's workers (each backend's own options)."""
     job = plan.job
+    if job.inference.backend == "vacc":
+        return {**plan.vacc, "outputs": job.model.outputs, "batch_size": job.inference.batch_size,
+                "devices": job.inference.devices, "die_count": None, "resources": dict(job.inference.resources)}
     return {"providers": list(job.inference.providers), "intra_op_threads": job.inference.intra_op_threads,
             "source": plan.model_path}
 
@@ -142,7 +152,9 @@ class Streamer:
                                                       **prep_placement(job))
         self.worker_cls = ray.remote(_RemoteWorker)
         # The model travels through the object store: hosts need no copy of it, nor a shared filesystem.
-        self.worker_args = (ray.put(_read_model(plan.model_path)), job.inference.backend, backend_options(plan),
+        # A vacc model is loaded by the SDK from its files on each host: only the prefix travels.
+        model = plan.model_path if job.inference.backend == "vacc" else ray.put(_read_model(plan.model_path))
+        self.worker_args = (model, job.inference.backend, backend_options(plan),
                             plan.mean, plan.std, job.inference.batch_size, job.output.topk, job.output.save_logits,
                             plan.scale_rule, plan.class_subset)
         self.spec = transform_spec(plan.transform_params)
@@ -272,6 +284,13 @@ class Streamer:
             return
         except ray.exceptions.RayTaskError as e:
             cause = unwrap_error(e)
+            if isinstance(cause, DeviceError):  # a card that failed: its worker goes, like a dead one
+                self.log(f"shard {shard.id}: {cause}; replacing the worker and redoing the shard")
+                if current:
+                    ray.kill(worker)
+                    self._replace_worker(slot, cause)
+                ready.appendleft((shard, payload))
+                return
             if isinstance(cause, BatchclsError):
                 raise cause from None
             raise
@@ -282,6 +301,9 @@ class Streamer:
                                 f"({e.strerror or e}); the parts already written are kept: free space or fix "
                                 "the folder, then run the same command again to continue") from None
         s = self.stats
+        if result.get("outputs_note") and "outputs" not in s:
+            s["outputs"] = result["outputs_note"]
+            self.log(result["outputs_note"])
         s["infer_start"] = min(s["infer_start"] or result["start"], result["start"])
         s["infer_end"] = max(s["infer_end"] or 0, result["end"])
         s["run_s"] += result["run_s"]

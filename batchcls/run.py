@@ -19,6 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
                    help="override a job field, e.g. --set dataset.root=/data/val --set inference.workers=2")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (same as --set runtime.progress=false)")
+    p.add_argument("--result-txt", metavar="FILE", help="also write the vendor's result.txt (eval_topk.py's input)")
     return p
 
 
@@ -33,6 +34,10 @@ def main(argv: list[str] | None = None) -> int:
         from .pipeline import run_job
 
         run_job(job, t_command=t_command, log=lambda m: print(m, flush=True))
+        if args.result_txt:
+            from .interop.dump import write_run_result_txt
+
+            write_run_result_txt(job.output.dir, job.dataset.root, args.result_txt)
     except BatchclsError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USER_ERROR

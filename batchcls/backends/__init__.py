@@ -5,7 +5,7 @@ from __future__ import annotations
 from ..errors import BatchclsError
 from .base import Backend
 
-BACKENDS = ("onnxruntime",)
+BACKENDS = ("onnxruntime", "vacc")
 
 
 def create_backend(name: str, model: str | bytes, **options) -> Backend:
@@ -18,4 +18,8 @@ def create_backend(name: str, model: str | bytes, **options) -> Backend:
         from .onnx import OnnxBackend
 
         return OnnxBackend(model, **options)
+    if name == "vacc":
+        from .vacc import VaccBackend  # imports vaststreamx only when a session is made
+
+        return VaccBackend(model, **options)
     raise BatchclsError(f"inference.backend: {name!r} is not a known backend; allowed: {', '.join(BACKENDS)}")

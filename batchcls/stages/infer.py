@@ -49,8 +49,8 @@ class InferWorker:
 
     def __call__(self, prepared: dict) -> dict:
         start = time.perf_counter()
-        images = prepared["images"]
-        n = images.shape[0]
+        images = prepared["images"]  # uint8 [n, 3, H, W], or RaggedImages at full resolution
+        n = len(images)
         logits_out = []
         run_s = 0.0
         for b in range(0, n, self.batch_size):
@@ -68,25 +68,29 @@ class InferWorker:
         if self.class_subset is not None and logits.shape[0] and self.class_subset[-1] >= logits.shape[1]:
             raise BatchclsError(f"dataset.class_subset: names class {int(self.class_subset[-1])} but the model "
                                 f"has {logits.shape[1]} outputs; use a subset of the model's classes")
-        ids, probs = subset_topk(logits, self.k, self.class_subset)
+        kind = getattr(self.backend, "outputs", "logits")  # a model ending in softmax returns "probs"
+        ids, probs = subset_topk(logits, self.k, self.class_subset, "probs" if kind == "probs" else "logits")
         end = time.perf_counter()
         idle = 0.0 if self._last_end is None else max(0.0, start - self._last_end)
         self._last_end = end
         result = {"indices": prepared["indices"], "errors": errors, "topk_ids": ids, "topk_probs": probs,
                   "run_s": run_s, "call_s": end - start, "idle_s": idle, "batches": -(-n // self.batch_size),
-                  "images": n, "nonfinite": int((~finite).sum())}
+                  "images": n, "nonfinite": int((~finite).sum()),
+                  "outputs_note": getattr(self.backend, "outputs_note", None)}
         if self.save_logits:
             result["logits"] = logits.astype(np.float16)
         return result
 
     def _run(self, batch: np.ndarray) -> np.ndarray:
         fixed = self.backend.batch_size
-        if fixed is None or batch.shape[0] == fixed:
+        if fixed is None or len(batch) == fixed:
             return self.backend.run(batch)
-        if batch.shape[0] > fixed:
+        if len(batch) > fixed:
             raise BatchclsError(f"inference.batch_size: the model has a fixed batch of {fixed}; "
                                 f"set inference.batch_size to {fixed}")
         # A fixed-batch model (as compiled for accelerators) gets the short last batch padded;
         # the padding's outputs are dropped.
+        if isinstance(batch, list):  # full-resolution images: the last one again
+            return self.backend.run(batch + [batch[-1]] * (fixed - len(batch)))[: len(batch)]
         pad = np.zeros((fixed - batch.shape[0], *batch.shape[1:]), dtype=batch.dtype)
         return self.backend.run(np.concatenate([batch, pad]))[: batch.shape[0]]

@@ -10,6 +10,7 @@ import numpy as np
 
 from ..cache import read_shard, write_shard
 from ..errors import SampleError
+from ..ragged import RaggedImages
 from ..transforms import create_transform
 
 
@@ -25,7 +26,8 @@ def transform_spec(params: dict) -> tuple:
 
 def prep_shard(root: str, samples: list[tuple[int, str]], spec: tuple, cache_path: str | None) -> dict:
     """Prepare one shard: `samples` are (index, path relative to root). Returns
-    {'indices': int32 [n], 'errors': [n] ('' when fine), 'images': uint8 [n_ok, 3, H, W], 'cached', 'prep_s'}.
+    {'indices': int32 [n], 'errors': [n] ('' when fine), 'images': uint8 [n_ok, 3, H, W], 'cached', 'prep_s'};
+    for a transform of variable size (out_shape (3, None, None)) 'images' is a RaggedImages of n_ok.
 
     A cached shard with the same indices and crop shape is read instead of prepared; a new one is
     written to `cache_path` atomically. No single image can fail the shard.
@@ -39,19 +41,24 @@ def prep_shard(root: str, samples: list[tuple[int, str]], spec: tuple, cache_pat
             images, _, errors = hit
             return {"indices": indices, "errors": errors, "images": images, "cached": True,
                     "prep_s": time.perf_counter() - t0}
-    images = np.empty((len(samples), *transform.out_shape), dtype=np.uint8)
+    ragged = None in transform.out_shape  # full-resolution images, each its own size
+    images = [] if ragged else np.empty((len(samples), *transform.out_shape), dtype=np.uint8)
     errors: list[str] = []
     n_ok = 0
     for _, rel in samples:
         try:
-            images[n_ok] = transform.load(os.path.join(root, rel))
+            image = transform.load(os.path.join(root, rel))
+            if ragged:
+                images.append(image)
+            else:
+                images[n_ok] = image
             errors.append("")
             n_ok += 1
         except SampleError as e:
             errors.append(f"prep: {e.reason}")
         except Exception as e:  # noqa: BLE001 - one image's failure is its row's error, never the run's
             errors.append(f"prep: {type(e).__name__}: {' '.join(str(e).split())[:300]}")
-    images = images[:n_ok]
+    images = RaggedImages.from_list(images) if ragged else images[:n_ok]
     if cache_path:
         try:
             write_shard(cache_path, images, indices, errors)

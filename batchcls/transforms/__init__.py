@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from batchcls.transforms.base import Transform
+from batchcls.transforms.fullres import FullResTransform
 from batchcls.transforms.normalize import normalize
 from batchcls.transforms.ppcls import PpclsTransform
 from batchcls.transforms.timm import TimmTransform
@@ -42,4 +43,6 @@ def create_transform(profile: str, *, input_size: int | None = None, resize_size
         return TimmTransform(**common)
     if profile == "ppcls":
         return PpclsTransform(**common)
+    if profile == "fullres":  # not a job profile: what a vacc run with preprocess.on_device sends the card
+        return FullResTransform(max_pixels=max_pixels, mean=mean, std=std)
     raise ValueError(f"unknown preprocessing profile {profile!r}; allowed: {', '.join(PROFILES)}")
