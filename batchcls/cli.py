@@ -9,6 +9,8 @@ COMMANDS = {
     "models": ("batchcls.models.table", "print the DLA model zoo table"),
     "export": ("batchcls.models.export", "build a DLA model as ONNX from its weights"),
     "bench": ("batchcls.bench", "throughput and latency of a model on synthetic input (N workers, batch B)"),
+    "compare": ("batchcls.compare", "compare two runs image by image, with a verdict against a gate (exit 0/1)"),
+    "report": ("batchcls.report", "write a run's HTML report, or the seed table of measured runs (--table)"),
 }
 
 
