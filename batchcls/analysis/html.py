@@ -18,7 +18,7 @@ h1{font-size:22px;margin-bottom:4px}h2{font-size:18px;border-bottom:1px solid #d
 td,th{border:1px solid #ddd;padding:3px 8px;text-align:left}th{background:#f4f4f4}td.n{text-align:right;
 font-variant-numeric:tabular-nums}.cols{display:flex;gap:24px;flex-wrap:wrap;align-items:flex-start}
 figure{margin:8px 0}img{max-width:100%}figcaption{font-size:12px;color:#666}
-.pass{background:#e6f4ea;border:1px solid #34a853;padding:8px 12px}.fail{background:#fce8e6;border:1px solid #d93025;
+#verdict{margin-top:14px}.pass{background:#e6f4ea;border:1px solid #34a853;padding:8px 12px}.fail{background:#fce8e6;border:1px solid #d93025;
 padding:8px 12px}.none{background:#f1f3f4;border:1px solid #999;padding:8px 12px}.neg{color:#c5221f}.pos{color:#188038}
 """
 
@@ -85,7 +85,7 @@ def _accuracy_rows(m: dict) -> list[list]:
 
 
 def _summary(m: dict) -> str:
-    counts = _table(["images", "with a prediction", "failed", "labelled"],
+    counts = _table(["images", "with a prediction", "failed", "labelled, with a prediction"],
                     [[_num(m.get(k), "d") for k in ("images", "succeeded", "failed", "labelled")]],
                     numeric={0, 1, 2, 3}, table_id="counts")
     acc = _table(["", "top-1 %", "top-5 %", "images"], _accuracy_rows(m), numeric={1, 2, 3}, table_id="accuracy")
@@ -238,7 +238,8 @@ def render_compare_report(r: dict) -> str:
         agree.update({"KL(A‖B) mean (nats)": f"{lg['kl_mean']:.5f}", "KL(A‖B) max (nats)": f"{lg['kl_max']:.5f}",
                       "max |Δp| of A's top-1 class": f"{lg['top1_prob_abs_diff_max']:.4f}"})
     d = r["dropped"]
-    body = (f'<div id="verdict" class="{cls}"><b>{_e(v["line"])}</b></div>'
+    sig = f'<p id="significance">{_e(v["significance"])}</p>' if v.get("passed") is not None else ""
+    body = (f'<div id="verdict" class="{cls}"><b>{_e(v["line"])}</b></div>{sig}'
             f"<h2 id=\"runs\">Runs</h2>{runs}<p>{r['paired']} images paired by path"
             + (f"; dropped {d['only_a']} only in A and {d['only_b']} only in B" if d["only_a"] or d["only_b"] else "")
             + f"</p><h2 id=\"accuracy\">Accuracy</h2>{_cmp_accuracy(r)}{_two_by_two(r)}<h2 id=\"agreement\">"

@@ -29,7 +29,7 @@ def per_class_histogram(top1: list[float], overall: float | None) -> bytes:
     ax.hist(top1, bins=np.linspace(0, 100, 21), color=COLOR_A, edgecolor="white")
     if overall is not None:
         ax.axvline(overall, color="black", linestyle="--", label=f"overall {overall:.2f}%")
-        ax.legend(loc="upper left")
+        ax.legend(loc="upper right")
     ax.set_xlabel("per-class top-1 (%)")
     ax.set_ylabel("classes")
     ax.set_xlim(0, 100)
@@ -50,8 +50,11 @@ def reliability_diagram(bins: list[dict], ece: float | None, label: str = "") ->
     ax.set_xlim(0, 1), ax.set_ylim(0, 1)
     ax.set_xlabel("top-1 probability"), ax.set_ylabel("top-1 accuracy")
     ax.set_title(f"{label}ECE {ece:.2f}%" if ece is not None else label or "calibration")
-    ax.legend(loc="upper left", fontsize=8)
-    ax_n.bar(lo, [b["count"] for b in bins], width=width, align="edge", color="grey", edgecolor="white")
+    ax.legend(loc="lower right", fontsize=8)
+    counts = np.array([b["count"] for b in bins])
+    ax_n.bar(lo, counts, width=width, align="edge", color="grey", edgecolor="white")
+    if counts.max() > 50 * max(counts[counts > 0].min(), 1):
+        ax_n.set_yscale("log")  # a few images in the confident bins still show beside thousands in one
     ax_n.set_xlim(0, 1)
     ax_n.set_xlabel("top-1 probability"), ax_n.set_ylabel("images")
     ax_n.set_title("images per bin")
@@ -78,7 +81,7 @@ def throughput_over_time(series: dict, marks: list[tuple[float, str]]) -> bytes:
                       label=f"{label} ({x:.1f} s)" if a is ax else None)
     for a in (ax, ax_done):
         a.set_xlim(left=0)
-        a.set_ylim(bottom=0)
+        a.set_ylim(0, max(a.get_ylim()[1], 1.0) * 1.1)  # a flat rate is drawn below the frame, not on it
     ax.set_ylabel("images/s")
     ax_done.set_ylabel("images finished")
     ax_done.set_xlabel("seconds since the command started")

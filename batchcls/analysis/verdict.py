@@ -38,11 +38,13 @@ def apply_gate(result: dict, max_drop: float | None = None, min_ratio: float | N
         checks.append((bool(ag >= min_agreement - 1e-12),
                        f"top-1 agreement {ag:.3f}% (required >= {min_agreement:g}%) over "
                        f"{result['agreement']['count_any']} images"))
+    significance = _significance(result)
     if not checks:
-        return {"passed": None, "line": "no gate: " + _significance(result), "checks": []}
+        return {"passed": None, "line": "no gate: " + significance, "checks": [], "significance": significance}
     passed = all(ok for ok, _ in checks)
     line = ("PASS: " if passed else "FAIL: ") + "; ".join(("" if ok else "NOT MET: ") + text for ok, text in checks)
-    return {"passed": passed, "line": line, "checks": [{"passed": ok, "text": text} for ok, text in checks]}
+    return {"passed": passed, "line": line, "checks": [{"passed": ok, "text": text} for ok, text in checks],
+            "significance": significance}
 
 
 def _significance(result: dict) -> str:
