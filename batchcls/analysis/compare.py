@@ -75,7 +75,7 @@ def load_predictions(path: str) -> RunPredictions:
     if table.num_rows == 0:
         raise BatchclsError(f"{path!r} holds no predictions: give a run's output.dir or its predictions/ folder")
     table = table.sort_by("path")
-    paths = np.array(table["path"].to_pylist(), dtype=object)
+    paths = np.array(table["path"].to_pylist(), dtype=str)  # not object: sorting and set operations stay fast
     uniq, counts = np.unique(paths, return_counts=True)
     if (counts > 1).any():
         raise BatchclsError(f"{path!r}: {int((counts > 1).sum())} paths appear more than once (e.g. "
@@ -91,8 +91,8 @@ def load_predictions(path: str) -> RunPredictions:
 def pair_runs(a: RunPredictions, b: RunPredictions, intersect: bool) -> tuple[np.ndarray, np.ndarray, dict]:
     """Row indices of A and of B for the same paths, and what was dropped. Refuses runs over different
     images unless `intersect`."""
-    only_a = int(np.setdiff1d(a.paths, b.paths).size)
-    only_b = int(np.setdiff1d(b.paths, a.paths).size)
+    shared = set(a.paths.tolist()) & set(b.paths.tolist())
+    only_a, only_b = a.paths.size - len(shared), b.paths.size - len(shared)
     if (only_a or only_b) and not intersect:
         raise BatchclsError(f"the runs are not over the same images: {only_a} only in A ({a.name}), {only_b} only "
                             f"in B ({b.name}); compare the images they share with --intersect")

@@ -9,6 +9,7 @@ import html
 import os
 
 from . import plots
+from .verdict import format_p
 
 CSS = """
 body{font-family:-apple-system,'Segoe UI',Helvetica,Arial,sans-serif;margin:24px auto;max-width:1100px;color:#222;
@@ -172,7 +173,7 @@ def _cmp_accuracy(r: dict) -> str:
         if x:
             ci = f"[{x['ci95'][0]:+.3f}, {x['ci95'][1]:+.3f}]"
             rows.append([label, x["count"], _num(x["a"]), _num(x["b"]), _num(x["diff"], signed=True), ci,
-                         _num(x.get("mcnemar_p"), ".3g")])
+                         format_p(x["mcnemar_p"]) if "mcnemar_p" in x else "—"])
     if not rows:
         return "<p>No labels: accuracy not available.</p>"
     return _table(["", "images", "A %", "B %", "B − A (points)", "95% CI", "McNemar p"], rows,

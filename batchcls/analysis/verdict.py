@@ -54,8 +54,16 @@ def _significance(result: dict) -> str:
         return f"no labels; top-1 agreement {_f(ag['top1'])}% over {ag['count']} images both got"
     lo, hi = t1["ci95"]
     sig = "significant" if t1["mcnemar_p"] < ALPHA else "not significant"
-    return (f"B - A top-1 {t1['diff']:+.3f} points (95% CI {lo:+.3f} .. {hi:+.3f}), McNemar p = "
-            f"{t1['mcnemar_p']:.3g}: {sig} at {ALPHA:g}")
+    p = format_p(t1["mcnemar_p"])
+    return (f"B - A top-1 {t1['diff']:+.3f} points (95% CI {lo:+.3f} .. {hi:+.3f}), McNemar p "
+            f"{p if p.startswith('<') else '= ' + p}: {sig} at {ALPHA:g}")
+
+
+def format_p(p: float | None) -> str:
+    """A p-value for people: below double precision it is shown as a bound, not as 0."""
+    if p is None:
+        return "n/a"
+    return "< 1e-300" if p < 1e-300 else f"{p:.3g}"
 
 
 def _f(v, fmt=".3f") -> str:
@@ -70,7 +78,7 @@ def _accuracy_lines(result: dict) -> list[str]:
         if not r:
             continue
         ci = f"[{r['ci95'][0]:+.3f}, {r['ci95'][1]:+.3f}]"
-        p = f"{r['mcnemar_p']:.3g}" if "mcnemar_p" in r else ""
+        p = format_p(r["mcnemar_p"]) if "mcnemar_p" in r else ""
         lines.append(f"{label + ' (' + str(r['count']) + ')':34}{r['a']:>9.3f}{r['b']:>9.3f}{r['diff']:>+9.3f}"
                      f"  {ci:>18}  {p}")
     t = (result.get("top1") or {}).get("table")
