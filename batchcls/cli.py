@@ -11,6 +11,8 @@ COMMANDS = {
     "bench": ("batchcls.bench", "throughput and latency of a model on synthetic input (N workers, batch B)"),
     "vamp": ("batchcls.vampcli", "the vendor's vamp: export its input npz + datalist, import its outputs"),
     "import-result": ("batchcls.importresult", "read a vendor result.txt into a dump and report"),
+    "compare": ("batchcls.compare", "compare two runs image by image, with a verdict against a gate (exit 0/1)"),
+    "report": ("batchcls.report", "write a run's HTML report, or the seed table of measured runs (--table)"),
 }
 
 

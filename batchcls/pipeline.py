@@ -13,6 +13,7 @@ from tqdm import tqdm
 from .config import Job
 from .constants import MAX_SHARDS_IN_FLIGHT_PER_WORKER, PREP_NICENESS, WORKER_NICENESS
 from .cache import check_writable, shard_cache_path
+from .analysis.runreport import write_run_report_safely
 from .cluster import actor_options, check_capacity, host_units, init_ray, prep_placement, unwrap_error, worker_count
 from .errors import BatchclsError, DeviceError, JobError
 from .plan import Plan, make_plan
@@ -40,6 +41,7 @@ def set_niceness(value: int) -> None:
 
 
 def _prep_task(root, samples, spec, cache_path):
+    start = time.time()
     set_niceness(PREP_NICENESS)
     if not os.path.isdir(root):
         import socket
@@ -48,7 +50,8 @@ def _prep_task(root, samples, spec, cache_path):
                             "readable at the same path on every host, or set runtime.prep_on: driver")
     prepared = prep_shard(root, samples, spec, cache_path)
     meta = {"n": len(samples), "ok": len(prepared["images"]), "cached": prepared["cached"],
-            "prep_s": prepared["prep_s"], "end": time.time(), "nice": os.getpriority(os.PRIO_PROCESS, 0)}
+            "prep_s": prepared["prep_s"], "start": start, "end": time.time(),
+            "nice": os.getpriority(os.PRIO_PROCESS, 0)}
     return meta, prepared
 
 
@@ -137,7 +140,7 @@ def empty_stats() -> dict:
     """What a run measures, before it starts (and for a run with nothing left to do)."""
     return {"prep_start": None, "prep_end": None, "infer_start": None, "infer_end": None, "prep_images": 0,
             "cached_shards": 0, "prepared_shards": 0, "prep_niceness": None, "run_s": 0.0, "call_s": 0.0,
-            "idle_s": [], "workers": []}
+            "idle_s": [], "workers": [], "prep_shards": [], "infer_shards": []}
 
 
 class Streamer:
@@ -254,6 +257,7 @@ class Streamer:
         self.stats["prep_end"] = meta["end"]
         self.stats["prep_niceness"] = meta["nice"]
         self.stats["prep_images"] += meta["n"]
+        self.stats["prep_shards"].append([meta["start"], meta["end"], meta["n"]])
         self.stats["cached_shards" if meta["cached"] else "prepared_shards"] += 1
         self.prep_bar.update(meta["n"])
         ready.append((shard, payload))
@@ -309,6 +313,7 @@ class Streamer:
         s["run_s"] += result["run_s"]
         s["call_s"] += result["call_s"]
         s["idle_s"].append(result["idle_s"])
+        s["infer_shards"].append([result["start"], result["end"], len(shard)])
         self.infer_bar.update(len(shard))
 
     def _replace_worker(self, slot: int, err: Exception) -> None:
@@ -395,6 +400,7 @@ def run_job(job: Job, t_command: float | None = None, log=print) -> dict:
         if started:
             metrics["timing"]["ray_shutdown_s"] = stop_s
             rundir.write_json("metrics.json", metrics)
+        write_run_report_safely(job.output.dir, log)
     return metrics
 
 
@@ -410,6 +416,8 @@ def _metrics(plan: Plan, stats: dict, todo: list, done, t_command: float) -> dic
     metrics["reference"] = None if plan.zoo_row is None else {
         "id": plan.zoo_row.id, "top1": plan.zoo_row.top1, "top5": plan.zoo_row.top5}
     metrics["workers"] = stats["workers"]
+    # Per-shard [start, end, images] in epoch seconds, t0 = the command's start: throughput over time.
+    metrics["timeline"] = {"t0": t_command, "prep": stats["prep_shards"], "infer": stats["infer_shards"]}
     metrics["prep_niceness"] = stats["prep_niceness"]
     metrics["preprocess"] = plan.resolved_preprocess
     metrics["dataset"] = {"root": job.dataset.root, "layout": plan.dataset.layout,

@@ -59,7 +59,7 @@ class RunDir:
                     "--set output.overwrite=true")
             shutil.rmtree(os.path.join(self.path, "predictions"))
             os.makedirs(os.path.join(self.path, "predictions"))
-        for stale in ("metrics.json",):
+        for stale in ("metrics.json", "report.html"):
             if not same and os.path.exists(os.path.join(self.path, stale)):
                 os.unlink(os.path.join(self.path, stale))
         self.write_json(MANIFEST, {"fingerprint": fingerprint, "job": job})
