@@ -72,10 +72,11 @@ def _accuracy_rows(m: dict) -> list[list]:
              _num(m.get("labelled"), "d")]]
     if m.get("top1_all") is not None:
         rows.append(["measured, failures as misses (all labelled images)", _num(m.get("top1_all")),
-                     _num(m.get("top5_all")), ""])
+                     _num(m.get("top5_all")), _num(m.get("labelled_all"), "d")])
     real = m.get("real")
     if isinstance(real, dict):
-        rows.append(["ReaL labels", _num(real.get("top1")), _num(real.get("top5")), _num(real.get("count"), "d")])
+        rows.append(["ReaL labels", _num(real.get("top1")), _num(real.get("top5")),
+                     _num(real.get("scored", real.get("count")), "d")])
     if ref:
         rows.append([f"seed table ({_e(ref.get('id'))})", _num(ref.get("top1")), _num(ref.get("top5")), ""])
         if m.get("top1") is not None:
