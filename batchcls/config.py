@@ -68,6 +68,23 @@ class InferenceCfg(_Section):
     resources: dict[str, float] = Field(default_factory=lambda: {"CPU": 1})
     providers: list[str] = Field(default_factory=lambda: ["CPUExecutionProvider"])
     intra_op_threads: int = Field(default=0, ge=0)
+    # host: the worker normalises uint8 crops to float32; graph: the model is wrapped to take uint8
+    # and normalise with the same table (bit-identical). None: graph on CUDA/TensorRT, else CPU_NORMALIZE.
+    normalize: Optional[Literal["host", "graph"]] = None
+    provider_options: dict[str, dict[str, Union[bool, int, float, str]]] = Field(default_factory=dict)
+    tf32: bool = False
+    cuda_graph: bool = False
+    tensorrt_precision: Literal["fp32", "fp16", "int8"] = "fp32"
+
+    @field_validator("provider_options")
+    @classmethod
+    def _options_of_known_providers(cls, v, info):
+        providers = info.data.get("providers") or []
+        for name in v:
+            if name not in providers:
+                raise ValueError(f"{name}: not in inference.providers ({', '.join(providers)}); options apply to "
+                                 "a provider the job uses, e.g. {CUDAExecutionProvider: {use_tf32: 0}}")
+        return v
 
     @field_validator("workers", mode="before")
     @classmethod

@@ -28,3 +28,7 @@ IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 # its core by a prep task stalls them all. Prep at +10 runs in the time inference leaves free.
 PREP_NICENESS = 10
 WORKER_NICENESS = 0
+
+# inference.normalize on the CPU provider when the job does not say: where the worker turns uint8
+# crops into float32 (see README "NVIDIA GPUs"; both give the same logits bit for bit).
+CPU_NORMALIZE = "host"
