@@ -9,6 +9,7 @@ COMMANDS = {
     "models": ("batchcls.models.table", "print the DLA model zoo table"),
     "export": ("batchcls.models.export", "build a DLA model as ONNX from its weights"),
     "bench": ("batchcls.bench", "throughput and latency of a model on synthetic input (N workers, batch B)"),
+    "doctor": ("batchcls.doctor", "what this host can run (onnxruntime, GPUs, CUDA libraries, Ray) and what to fix"),
 }
 
 

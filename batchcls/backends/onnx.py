@@ -85,7 +85,8 @@ class OnnxBackend:
         prov.preload(providers)
         plist = prov.provider_list(providers, provider_options, tf32=bool(self.tf32), cuda_graph=self.cuda_graph,
                                    trt_precision=precision, trt_cache_dir=trt_dir,
-                                   gpu_mem_limit=prov.gpu_mem_limit(gpu_fraction) if prov.CUDA in providers else None)
+                                   gpu_mem_limit=prov.gpu_mem_limit(gpu_fraction) if prov.CUDA in providers else None,
+                                   trt_profile=self._trt_profile(model) if prov.TENSORRT in providers else None)
         self.trt_cache_dir = trt_dir
         self.requested = plist  # what the session was asked for; get_provider_options() says what it took
         try:
@@ -93,6 +94,18 @@ class OnnxBackend:
         except Exception as e:  # onnxruntime raises its own untyped errors for a bad file
             raise BatchclsError(f"model.onnx: cannot load {self._what(model)}: "
                                 f"{' '.join(str(e).split())[:300]}") from None
+
+    def _trt_profile(self, model: bytes) -> str | None:
+        """One TensorRT optimisation profile, `name:BxCxHxW` at the fixed batch (one engine), or None when
+        the model's image size is dynamic (TensorRT then builds for the shapes it sees)."""
+        import onnx
+
+        graph = onnx.load_from_string(model).graph
+        inits = {i.name for i in graph.initializer}
+        inp = next(i for i in graph.input if i.name not in inits)
+        dims = [d.dim_value if d.HasField("dim_value") else None for d in inp.type.tensor_type.shape.dim]
+        dims[0] = dims[0] or self._fixed_batch
+        return None if None in dims else f"{inp.name}:{'x'.join(map(str, dims))}"
 
     def _describe_io(self) -> None:
         inp = self.session.get_inputs()[0]

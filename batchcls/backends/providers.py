@@ -208,3 +208,30 @@ def tensorrt_cache_dir(cache_root: str, model_key: str, precision: str, ort_vers
     rows = nvidia_smi("name", visible_gpu()) or [["unknown-gpu"]]
     text = f"{model_key}|ort={ort_version}|trt={tensorrt_version()}|gpu={rows[0][0]}|{precision}"
     return os.path.join(cache_root, "tensorrt", hashlib.sha256(text.encode()).hexdigest()[:24])
+
+
+def runtime_report(probe_model: bytes | None = None) -> dict:
+    """What this host's onnxruntime can run: version, build providers, packages, libraries, and for each
+    GPU provider the build has, which providers a session on `probe_model` actually got."""
+    report: dict = {"distributions": runtime_distributions(), "libs": find_libs(), "version": None,
+                    "available": [], "sessions": {}, "error": None, "preload_dlls": None}
+    try:
+        import onnxruntime as ort
+    except ImportError as e:
+        report["error"] = f"onnxruntime cannot be imported: {e}"
+        return report
+    report["version"], report["available"] = ort.__version__, ort.get_available_providers()
+    report["preload_dlls"] = hasattr(ort, "preload_dlls")
+    gpu = [p for p in GPU_PROVIDERS if p in report["available"]]
+    preload(gpu)
+    for name in gpu if probe_model is not None else ():
+        try:
+            session = ort.InferenceSession(probe_model, providers=provider_list([name, "CPUExecutionProvider"]))
+            inp = session.get_inputs()[0]
+            import numpy as np
+
+            session.run(None, {inp.name: np.zeros([d if isinstance(d, int) else 1 for d in inp.shape], np.float32)})
+            report["sessions"][name] = session.get_providers()
+        except Exception as e:  # noqa: BLE001 - reported, with the provider's own words
+            report["sessions"][name] = f"failed: {' '.join(str(e).split())[:200]}"
+    return report
