@@ -136,7 +136,7 @@ def empty_stats() -> dict:
     """What a run measures, before it starts (and for a run with nothing left to do)."""
     return {"prep_start": None, "prep_end": None, "infer_start": None, "infer_end": None, "prep_images": 0,
             "cached_shards": 0, "prepared_shards": 0, "prep_niceness": None, "run_s": 0.0, "call_s": 0.0,
-            "idle_s": [], "workers": []}
+            "idle_s": [], "workers": [], "cache_read_s": 0.0, "reduce_s": 0.0}
 
 
 class Streamer:
@@ -256,6 +256,7 @@ class Streamer:
         self.stats["prep_niceness"] = meta["nice"]
         self.stats["prep_images"] += meta["n"]
         self.stats["cached_shards" if meta["cached"] else "prepared_shards"] += 1
+        self.stats["cache_read_s"] += meta["prep_s"] if meta["cached"] else 0.0
         self.prep_bar.update(meta["n"])
         ready.append((shard, payload))
 
@@ -288,6 +289,7 @@ class Streamer:
             if isinstance(cause, BatchclsError):
                 raise cause from None
             raise
+        t_reduce = time.perf_counter()
         try:
             reduce_shard(shard, result, self.out_dir)
         except OSError as e:
@@ -295,6 +297,7 @@ class Streamer:
                                 f"({e.strerror or e}); the parts already written are kept: free space or fix "
                                 "the folder, then run the same command again to continue") from None
         s = self.stats
+        s["reduce_s"] += time.perf_counter() - t_reduce
         s["infer_start"] = min(s["infer_start"] or result["start"], result["start"])
         s["infer_end"] = max(s["infer_end"] or 0, result["end"])
         s["run_s"] += result["run_s"]
@@ -341,6 +344,8 @@ def _timing(stats: dict, images: int, t_command: float, t_end: float) -> dict:
         # Host-side time inside calls (normalise, top-k) and waits between calls, against model time.
         "host_gap_fraction": (stats["call_s"] - stats["run_s"]) / stats["run_s"] if stats["run_s"] else None,
         "worker_idle_between_shards_s": sum(idle),
+        "cache_read_s": stats["cache_read_s"],  # in prep tasks, summed over shards read from the cache
+        "driver_reduce_s": stats["reduce_s"],  # Parquet parts written by the driver
     }
 
 

@@ -25,6 +25,10 @@ INPUT_SUFFIX = "_uint8"
 _TABLE_TYPES = {TensorProto.FLOAT: np.float32, TensorProto.FLOAT16: np.float16, TensorProto.DOUBLE: np.float64}
 
 
+class AlreadyUint8(ValueError):
+    """The model takes uint8 itself (and normalises inside): nothing to wrap."""
+
+
 def wrap_uint8(model: onnx.ModelProto, table: np.ndarray) -> onnx.ModelProto:
     """`model` with its image input replaced by a uint8 input of the same shape, normalised by `table`
     ((3, 256) float32, row c = normalised value of 0..255 for channel c) before the original graph."""
@@ -41,7 +45,7 @@ def wrap_uint8(model: onnx.ModelProto, table: np.ndarray) -> onnx.ModelProto:
     original = inputs[0]
     elem = original.type.tensor_type.elem_type
     if elem == TensorProto.UINT8:
-        raise ValueError(f"input {original.name!r} already takes uint8")
+        raise AlreadyUint8(f"input {original.name!r} already takes uint8")
     if elem not in _TABLE_TYPES:
         raise ValueError(f"input {original.name!r} is {TensorProto.DataType.Name(elem)}; the uint8 prefix "
                          "feeds float32, float16 or float64 inputs")
@@ -89,7 +93,10 @@ def cached_uint8_model(model_bytes: bytes, table: np.ndarray, cache_dir: str | N
                 return f.read(), key, True
         except OSError:
             pass
-    data = wrap_uint8(onnx.load_from_string(model_bytes), table).SerializeToString()
+    try:
+        data = wrap_uint8(onnx.load_from_string(model_bytes), table).SerializeToString()
+    except AlreadyUint8:
+        return model_bytes, key, False
     if path:
         tmp = f"{path}.tmp{os.getpid()}"
         try:

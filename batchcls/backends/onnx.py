@@ -51,7 +51,6 @@ class OnnxBackend:
                 raise BatchclsError(f"inference.normalize: graph: cannot wrap {self._what(model)} with the "
                                     f"uint8 prefix: {' '.join(str(e).split())[:300]}; use inference.normalize: "
                                     "host") from None
-        self.input_dtype = "uint8" if graph_table is not None else "float32"
         self.tf32 = tf32 if prov.gpu_requested(providers) else None
         self.cuda_graph = cuda_graph
         self.intra_op_threads = intra_op_threads
@@ -117,6 +116,8 @@ class OnnxBackend:
         # A dynamic batch is fixed to the job's batch where a CUDA graph or a TensorRT profile needs one shape.
         self.batch_size = dims[0] if dims[0] is not None else self._fixed_batch
         self.input_shape = tuple(dims[1:])
+        # uint8: the prefix's input, or a model that takes uint8 crops and normalises itself.
+        self.input_dtype = "uint8" if inp.type == "tensor(uint8)" else "float32"
 
     def _what(self, model) -> str:
         return repr(model) if isinstance(model, str) else repr(self.source) if self.source else \
