@@ -12,7 +12,7 @@ from tqdm import tqdm
 
 from .backends.providers import GPU_PROVIDERS, worker_env
 from .config import Job
-from .constants import CPU_NORMALIZE, MAX_SHARDS_IN_FLIGHT_PER_WORKER, PREP_NICENESS, WORKER_NICENESS
+from .constants import CACHED_READ_CPUS, CPU_NORMALIZE, MAX_SHARDS_IN_FLIGHT_PER_WORKER, PREP_NICENESS, WORKER_NICENESS
 from .cache import check_writable, shard_cache_path
 from .cluster import actor_options, check_capacity, init_ray, prep_placement, unwrap_error, worker_count
 from .errors import BatchclsError, JobError
@@ -147,8 +147,9 @@ class Streamer:
         job = plan.job
         self.plan, self.job, self.out_dir, self.log = plan, job, out_dir, log
         self.pending = deque(todo)
-        self.prep_fn = ray.remote(_prep_task).options(num_returns=2, num_cpus=1, max_retries=PREP_MAX_RETRIES,
-                                                      **prep_placement(job))
+        self.prep_fn, self.read_fn = (ray.remote(_prep_task).options(
+            num_returns=2, num_cpus=cpus, max_retries=PREP_MAX_RETRIES, **prep_placement(job))
+            for cpus in (1, CACHED_READ_CPUS))
         self.worker_cls = ray.remote(_RemoteWorker)
         # The model travels through the object store: hosts need no copy of it, nor a shared filesystem.
         self.worker_args = (ray.put(_read_model(plan.model_path)), job.inference.backend, backend_options(plan),
@@ -210,7 +211,9 @@ class Streamer:
         self.load = [0] * n
         cpus = ray.cluster_resources().get("CPU", 1) - resources.get("CPU", 0) * n
         self.prep_parallel = max(1, int(cpus))
-        self.max_in_flight = n * MAX_SHARDS_IN_FLIGHT_PER_WORKER + self.prep_parallel
+        # Reading a cached shard is a memcpy, not a decode: such tasks ask for a fraction of a CPU.
+        self.max_in_flight = n * MAX_SHARDS_IN_FLIGHT_PER_WORKER + int(self.prep_parallel / CACHED_READ_CPUS)
+        self.prep_cpus = 0.0
 
     def run(self) -> dict:
         prep: dict = {}  # meta ref -> (shard, payload ref)
@@ -233,20 +236,25 @@ class Streamer:
         return self.stats
 
     def _fill_prep(self, prep: dict, ready: deque, infer: dict) -> None:
-        while self.pending and len(prep) < self.prep_parallel and \
-                len(prep) + len(ready) + len(infer) < self.max_in_flight:
-            self._submit_prep(self.pending.popleft(), prep)
+        while self.pending and len(prep) + len(ready) + len(infer) < self.max_in_flight:
+            path = shard_cache_path(self.cache_dir, self.plan.prep_key, self.pending[0].key)
+            cpus = CACHED_READ_CPUS if os.path.exists(path) else 1.0  # as the driver's host sees the cache
+            if self.prep_cpus + cpus > self.prep_parallel:
+                return
+            self._submit_prep(self.pending.popleft(), prep, path, cpus)
 
-    def _submit_prep(self, shard, prep: dict) -> None:
-        cache_path = shard_cache_path(self.cache_dir, self.plan.prep_key, shard.key)
+    def _submit_prep(self, shard, prep: dict, cache_path: str, cpus: float) -> None:
         samples = [(s.index, s.path) for s in shard.samples]
-        meta, payload = self.prep_fn.remote(self.job.dataset.root, samples, self.spec, cache_path)
-        prep[meta] = (shard, payload)
+        fn = self.prep_fn if cpus == 1.0 else self.read_fn
+        meta, payload = fn.remote(self.job.dataset.root, samples, self.spec, cache_path)
+        prep[meta] = (shard, payload, cpus)
+        self.prep_cpus += cpus
         if self.stats["prep_start"] is None:
             self.stats["prep_start"] = time.time()
 
     def _on_prepared(self, ref, prep: dict, ready: deque) -> None:
-        shard, payload = prep.pop(ref)
+        shard, payload, cpus = prep.pop(ref)
+        self.prep_cpus -= cpus
         try:
             meta = ray.get(ref)
         except Exception as e:  # noqa: BLE001 - a prep task that failed after its retries
