@@ -123,5 +123,7 @@ def test_worker_sends_uint8_and_matches_host(models):
     shard = {"indices": np.arange(5, dtype=np.int32), "errors": [""] * 5, "images": _crops()}
     a, b = host(shard), graph(shard)
     assert np.array_equal(a["topk_ids"], b["topk_ids"]) and np.array_equal(a["logits"], b["logits"])
-    graph.check_input((3, 224, 224))  # warm-up at the full batch, uint8
-    assert graph.warmup_s is not None and graph.describe()["warmup_s"] == graph.warmup_s
+    graph.check_input((3, 224, 224))
+    assert graph.warmup_s is None  # the CPU provider has nothing to warm up
+    graph.warm_up((3, 224, 224))  # what a GPU worker does in check_input: one full uint8 batch
+    assert graph.warmup_s > 0 and graph.describe()["warmup_s"] == graph.warmup_s

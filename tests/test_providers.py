@@ -107,3 +107,13 @@ def test_io_binding_path_gives_the_same_logits(tiny_onnx):
         assert np.array_equal(plain.run(x * scale), bound.run(x * scale))
     assert np.array_equal(plain.run(x[:3]), bound.run(x[:3]))  # another shape: its own binding
     assert len(bound._runner._bound) == 2
+
+
+def test_report_says_how_it_ran():
+    from batchcls.stages.report import format_report
+
+    metrics = {"images": 1, "succeeded": 1, "failed": 0, "labelled": 0, "top1": None, "top5": None,
+               "workers": [{"providers": [prov.CUDA, "CPUExecutionProvider"], "normalize": "graph", "tf32": False}]}
+    assert "ran on: CUDAExecutionProvider, normalize graph, TF32 off" in format_report(metrics, None, "x")
+    metrics["workers"] = [{"providers": ["CPUExecutionProvider"], "normalize": "host", "tf32": None}]
+    assert "ran on: CPUExecutionProvider, normalize host" in format_report(metrics, None, "x").splitlines()

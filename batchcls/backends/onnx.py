@@ -62,6 +62,9 @@ class OnnxBackend:
         self._describe_io()
         on_gpu = self.providers[0] in prov.GPU_PROVIDERS
         self.io_binding = on_gpu if io_binding is None else io_binding
+        # One run before the first shard pays cuDNN's algorithm search and graph capture on a GPU; on
+        # the CPU there is nothing to pay in advance, and it would only delay the first shard.
+        self.wants_warmup = on_gpu
         self._runner = None
         if self.io_binding or cuda_graph:
             from .binding import BoundRunner

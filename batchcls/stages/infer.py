@@ -44,7 +44,8 @@ class InferWorker:
             raise BatchclsError(f"preprocess: crops are {'x'.join(map(str, shape))} but the model expects "
                                 f"{'x'.join('?' if w is None else str(w) for w in want)}; "
                                 "set preprocess.input_size to the model's input size")
-        self.warm_up(shape)
+        if getattr(self.backend, "wants_warmup", False):
+            self.warm_up(shape)
 
     def warm_up(self, shape: tuple) -> float:
         """One run at the full batch before the first shard: cuDNN's algorithm search, CUDA graph capture
