@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
-# The NVIDIA device check, one command: benchmarks/gpu_check.sh OUTDIR [--cpu]
+# The NVIDIA device check, one command: benchmarks/gpu_check.sh OUTDIR [--cpu | --here]
 #
 # GPU host (one H100/H200, 16 cores; ~8 minutes): a fresh venv in OUTDIR/venv with '.[gpu]' (and a
 # TensorRT 10 wheel when one resolves), random-weight DLA models via `batchcls export`, generated
 # images; prints the table and writes OUTDIR/gpu_check.json (see benchmarks/gpu_check.py).
 # --cpu: the same script as a smoke test on the CPU provider with tiny sizes and the current
 # interpreter (no venv, no installs): what CI runs, in under a minute.
+# --here: the GPU check with the current interpreter as it is (a host where onnxruntime-gpu and
+# batchcls are already installed, or that reaches no package registry).
 set -euo pipefail
-OUT=${1:?usage: benchmarks/gpu_check.sh OUTDIR [--cpu]}
+OUT=${1:?usage: benchmarks/gpu_check.sh OUTDIR [--cpu | --here]}
 MODE=gpu
 [[ "${2:-}" == "--cpu" ]] && MODE=cpu
+[[ "${2:-}" == "--here" ]] && MODE=here
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
@@ -33,6 +36,10 @@ if [[ $MODE == gpu ]]; then
     cd "$OUT"  # run from the install, not from the source tree's own imports
     python -m batchcls doctor | tee "$OUT/doctor.txt"
     exec python "$REPO/benchmarks/gpu_check.py" "$OUT" --mode gpu
+elif [[ $MODE == here ]]; then
+    PY=${PYTHON:-python3}
+    "$PY" -m batchcls doctor | tee "$OUT/doctor.txt"
+    exec "$PY" "$REPO/benchmarks/gpu_check.py" "$OUT" --mode gpu
 else
     PY=${PYTHON:-python}
     exec "$PY" "$REPO/benchmarks/gpu_check.py" "$OUT" --mode cpu

@@ -31,10 +31,8 @@ class BoundRunner:
             entry = self._bound[key] = self._bind(batch)
         else:
             entry[1].update_inplace(batch)
-        binding, _, out = entry
+        binding = entry[0]
         self.session.run_with_iobinding(binding)
-        if out is not None:
-            return out.numpy()
         return binding.copy_outputs_to_cpu()[0]
 
     def _bind(self, batch: np.ndarray):
