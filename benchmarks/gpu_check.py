@@ -192,7 +192,9 @@ def end_to_end(c: Check, paths: dict, root: str, labels: str) -> None:
             "dataset": {"root": root, "labels": labels, "layout": "flat"},
             "inference": {"batch_size": 48, "workers": 1, "providers": c.cfg["providers"],
                           "resources": {"GPU": 1} if gpu else {"CPU": 1}},
-            "runtime": {"cache_dir": os.path.join(c.out, "e2e-cache"), "num_cpus": cpus, "progress": False},
+            # a GPU worker holds no CPU: prep gets all but one (the driver's)
+            "runtime": {"cache_dir": os.path.join(c.out, "e2e-cache"), "num_cpus": max(1, cpus - 1) if gpu else cpus,
+                        "progress": False},
             "output": {"dir": os.path.join(c.out, "e2e-run"), "overwrite": True}}
     job = os.path.join(c.out, "e2e.yaml")
     with open(job, "w") as f:
