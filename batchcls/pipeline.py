@@ -211,9 +211,8 @@ class Streamer:
         self.load = [0] * n
         cpus = ray.cluster_resources().get("CPU", 1) - resources.get("CPU", 0) * n
         self.prep_parallel = max(1, int(cpus))
-        # Reading a cached shard is a memcpy, not a decode: such tasks ask for a fraction of a CPU.
-        self.max_in_flight = n * MAX_SHARDS_IN_FLIGHT_PER_WORKER + int(self.prep_parallel / CACHED_READ_CPUS)
-        self.prep_cpus = 0.0
+        self.max_in_flight = n * MAX_SHARDS_IN_FLIGHT_PER_WORKER + self.prep_parallel
+        self.prep_cpus = 0.0  # of the prep tasks in flight: a cached shard's read asks CACHED_READ_CPUS
 
     def run(self) -> dict:
         prep: dict = {}  # meta ref -> (shard, payload ref)
