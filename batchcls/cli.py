@@ -13,6 +13,7 @@ COMMANDS = {
     "import-result": ("batchcls.importresult", "read a vendor result.txt into a dump and report"),
     "compare": ("batchcls.compare", "compare two runs image by image, with a verdict against a gate (exit 0/1)"),
     "report": ("batchcls.report", "write a run's HTML report, or the seed table of measured runs (--table)"),
+    "doctor": ("batchcls.doctor", "what this host can run (onnxruntime, GPUs, CUDA libraries, Ray) and what to fix"),
 }
 
 

@@ -85,12 +85,29 @@ class InferenceCfg(_Section):
     intra_op_threads: int = Field(default=0, ge=0)
     # vacc: the die ids workers may take on each host (default: any die of the host, first free).
     devices: Optional[list[int]] = None
+    # host: the worker normalises uint8 crops to float32; graph: the model is wrapped to take uint8
+    # and normalise with the same table (bit-identical). None: graph on CUDA/TensorRT, else CPU_NORMALIZE.
+    normalize: Optional[Literal["host", "graph"]] = None
+    provider_options: dict[str, dict[str, Union[bool, int, float, str]]] = Field(default_factory=dict)
+    tf32: bool = False
+    cuda_graph: bool = False
+    tensorrt_precision: Literal["fp32", "fp16", "int8"] = "fp32"
 
     @field_validator("devices")
     @classmethod
     def _devices_valid(cls, v):
         if v is not None and (not v or min(v) < 0 or len(set(v)) != len(v)):
             raise ValueError(f"must be a non-empty list of distinct die ids >= 0, e.g. [0, 1], got {v!r}")
+        return v
+
+    @field_validator("provider_options")
+    @classmethod
+    def _options_of_known_providers(cls, v, info):
+        providers = info.data.get("providers") or []
+        for name in v:
+            if name not in providers:
+                raise ValueError(f"{name}: not in inference.providers ({', '.join(providers)}); options apply to "
+                                 "a provider the job uses, e.g. {CUDAExecutionProvider: {use_tf32: 0}}")
         return v
 
     @field_validator("workers", mode="before")

@@ -32,3 +32,12 @@ IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 # its core by a prep task stalls them all. Prep at +10 runs in the time inference leaves free.
 PREP_NICENESS = 10
 WORKER_NICENESS = 0
+
+# inference.normalize on the CPU provider when the job does not say: where the worker turns uint8
+# crops into float32 (see README "NVIDIA GPUs"; both give the same logits bit for bit).
+CPU_NORMALIZE = "host"
+
+# CPUs a prep task asks for when its shard is already in the cache (as the driver's host sees it):
+# reading ~150 KB a crop is a memcpy (~30 us), not a decode (~3 ms), so two such reads share a core
+# and keep a GPU worker fed where one would leave it waiting (benchmarks/host_ceiling.py).
+CACHED_READ_CPUS = 0.5

@@ -10,8 +10,9 @@ from collections import deque
 import ray
 from tqdm import tqdm
 
+from .backends.providers import GPU_PROVIDERS, worker_env
 from .config import Job
-from .constants import MAX_SHARDS_IN_FLIGHT_PER_WORKER, PREP_NICENESS, WORKER_NICENESS
+from .constants import CACHED_READ_CPUS, CPU_NORMALIZE, MAX_SHARDS_IN_FLIGHT_PER_WORKER, PREP_NICENESS, WORKER_NICENESS
 from .cache import check_writable, shard_cache_path
 from .analysis.runreport import write_run_report_safely
 from .cluster import actor_options, check_capacity, host_units, init_ray, prep_placement, unwrap_error, worker_count
@@ -23,6 +24,7 @@ from .stages.prep import prep_shard, transform_spec
 from .stages.reduce import reduce_shard
 from .stages.report import compute_metrics, format_report
 from .synthetic import generate_imagenet_folder
+from .transforms.normalize import normalization_table
 
 # Ray retries a prep task whose process died (OOM, segfault in a decoder) this many times.
 PREP_MAX_RETRIES = 3
@@ -129,18 +131,25 @@ def _read_model(path: str) -> bytes:
 def backend_options(plan: Plan) -> dict:
     """The keyword arguments of `create_backend` for this job's workers (each backend's own options)."""
     job = plan.job
-    if job.inference.backend == "vacc":
-        return {**plan.vacc, "outputs": job.model.outputs, "batch_size": job.inference.batch_size,
-                "devices": job.inference.devices, "die_count": None, "resources": dict(job.inference.resources)}
+    inf = job.inference
+    if inf.backend == "vacc":
+        return {**plan.vacc, "outputs": job.model.outputs, "batch_size": inf.batch_size,
+                "devices": inf.devices, "die_count": None, "resources": dict(inf.resources)}
+    # uint8 into the graph by default on a GPU (4x fewer bytes, no host normalise); CPU: constants.py.
+    normalize = inf.normalize or ("graph" if inf.providers[0] in GPU_PROVIDERS else CPU_NORMALIZE)
+    table = normalization_table(plan.mean, plan.std, plan.scale_rule) if normalize == "graph" else None
     return {"providers": list(job.inference.providers), "intra_op_threads": job.inference.intra_op_threads,
-            "source": plan.model_path}
+            "source": plan.model_path, "graph_table": table, "cache_dir": os.path.abspath(job.runtime.cache_dir),
+            "provider_options": inf.provider_options, "tf32": inf.tf32, "cuda_graph": inf.cuda_graph,
+            "tensorrt_precision": inf.tensorrt_precision, "batch_size": inf.batch_size,
+            "gpu_fraction": inf.resources.get("GPU", 1.0)}
 
 
 def empty_stats() -> dict:
     """What a run measures, before it starts (and for a run with nothing left to do)."""
     return {"prep_start": None, "prep_end": None, "infer_start": None, "infer_end": None, "prep_images": 0,
             "cached_shards": 0, "prepared_shards": 0, "prep_niceness": None, "run_s": 0.0, "call_s": 0.0,
-            "idle_s": [], "workers": [], "prep_shards": [], "infer_shards": []}
+            "idle_s": [], "workers": [], "prep_shards": [], "infer_shards": [], "cache_read_s": 0.0, "reduce_s": 0.0}
 
 
 class Streamer:
@@ -151,8 +160,9 @@ class Streamer:
         job = plan.job
         self.plan, self.job, self.out_dir, self.log = plan, job, out_dir, log
         self.pending = deque(todo)
-        self.prep_fn = ray.remote(_prep_task).options(num_returns=2, num_cpus=1, max_retries=PREP_MAX_RETRIES,
-                                                      **prep_placement(job))
+        self.prep_fn, self.read_fn = (ray.remote(_prep_task).options(
+            num_returns=2, num_cpus=cpus, max_retries=PREP_MAX_RETRIES, **prep_placement(job))
+            for cpus in (1, CACHED_READ_CPUS))
         self.worker_cls = ray.remote(_RemoteWorker)
         # The model travels through the object store: hosts need no copy of it, nor a shared filesystem.
         # A vacc model is loaded by the SDK from its files on each host: only the prefix travels.
@@ -186,7 +196,11 @@ class Streamer:
 
     def _create_worker(self):
         """Start one actor; returns it and the refs that say it loaded the model and accepts the crops."""
-        w = self.worker_cls.options(**actor_options(self.job.inference.resources)).remote(*self.worker_args)
+        opts = actor_options(self.job.inference.resources)
+        env = worker_env(self.job.inference.providers, self.job.inference.tf32)
+        if env:  # set before the process loads any CUDA library
+            opts["runtime_env"] = {"env_vars": env}
+        w = self.worker_cls.options(**opts).remote(*self.worker_args)
         self._started.append(w)
         return w, (w.check_input.remote(self.plan.crop_shape), w.describe.remote())
 
@@ -213,6 +227,7 @@ class Streamer:
         cpus = ray.cluster_resources().get("CPU", 1) - resources.get("CPU", 0) * n
         self.prep_parallel = max(1, int(cpus))
         self.max_in_flight = n * MAX_SHARDS_IN_FLIGHT_PER_WORKER + self.prep_parallel
+        self.prep_cpus = 0.0  # of the prep tasks in flight: a cached shard's read asks CACHED_READ_CPUS
 
     def run(self) -> dict:
         prep: dict = {}  # meta ref -> (shard, payload ref)
@@ -235,20 +250,25 @@ class Streamer:
         return self.stats
 
     def _fill_prep(self, prep: dict, ready: deque, infer: dict) -> None:
-        while self.pending and len(prep) < self.prep_parallel and \
-                len(prep) + len(ready) + len(infer) < self.max_in_flight:
-            self._submit_prep(self.pending.popleft(), prep)
+        while self.pending and len(prep) + len(ready) + len(infer) < self.max_in_flight:
+            path = shard_cache_path(self.cache_dir, self.plan.prep_key, self.pending[0].key)
+            cpus = CACHED_READ_CPUS if os.path.exists(path) else 1.0  # as the driver's host sees the cache
+            if self.prep_cpus + cpus > self.prep_parallel:
+                return
+            self._submit_prep(self.pending.popleft(), prep, path, cpus)
 
-    def _submit_prep(self, shard, prep: dict) -> None:
-        cache_path = shard_cache_path(self.cache_dir, self.plan.prep_key, shard.key)
+    def _submit_prep(self, shard, prep: dict, cache_path: str, cpus: float) -> None:
         samples = [(s.index, s.path) for s in shard.samples]
-        meta, payload = self.prep_fn.remote(self.job.dataset.root, samples, self.spec, cache_path)
-        prep[meta] = (shard, payload)
+        fn = self.prep_fn if cpus == 1.0 else self.read_fn
+        meta, payload = fn.remote(self.job.dataset.root, samples, self.spec, cache_path)
+        prep[meta] = (shard, payload, cpus)
+        self.prep_cpus += cpus
         if self.stats["prep_start"] is None:
             self.stats["prep_start"] = time.time()
 
     def _on_prepared(self, ref, prep: dict, ready: deque) -> None:
-        shard, payload = prep.pop(ref)
+        shard, payload, cpus = prep.pop(ref)
+        self.prep_cpus -= cpus
         try:
             meta = ray.get(ref)
         except Exception as e:  # noqa: BLE001 - a prep task that failed after its retries
@@ -259,6 +279,7 @@ class Streamer:
         self.stats["prep_images"] += meta["n"]
         self.stats["prep_shards"].append([meta["start"], meta["end"], meta["n"]])
         self.stats["cached_shards" if meta["cached"] else "prepared_shards"] += 1
+        self.stats["cache_read_s"] += meta["prep_s"] if meta["cached"] else 0.0
         self.prep_bar.update(meta["n"])
         ready.append((shard, payload))
 
@@ -298,6 +319,7 @@ class Streamer:
             if isinstance(cause, BatchclsError):
                 raise cause from None
             raise
+        t_reduce = time.perf_counter()
         try:
             reduce_shard(shard, result, self.out_dir)
         except OSError as e:
@@ -305,6 +327,7 @@ class Streamer:
                                 f"({e.strerror or e}); the parts already written are kept: free space or fix "
                                 "the folder, then run the same command again to continue") from None
         s = self.stats
+        s["reduce_s"] += time.perf_counter() - t_reduce
         if result.get("outputs_note") and "outputs" not in s:
             s["outputs"] = result["outputs_note"]
             self.log(result["outputs_note"])
@@ -355,6 +378,8 @@ def _timing(stats: dict, images: int, t_command: float, t_end: float) -> dict:
         # Host-side time inside calls (normalise, top-k) and waits between calls, against model time.
         "host_gap_fraction": (stats["call_s"] - stats["run_s"]) / stats["run_s"] if stats["run_s"] else None,
         "worker_idle_between_shards_s": sum(idle),
+        "cache_read_s": stats["cache_read_s"],  # in prep tasks, summed over shards read from the cache
+        "driver_reduce_s": stats["reduce_s"],  # Parquet parts written by the driver
     }
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..errors import BatchclsError
+from ..errors import BackendUnavailable, BatchclsError
 from .base import Backend
 
 BACKENDS = ("onnxruntime", "vacc")
@@ -15,7 +15,11 @@ def create_backend(name: str, model: str | bytes, **options) -> Backend:
     its import stays inside this function so hosts without it still run everything else.
     """
     if name == "onnxruntime":
-        from .onnx import OnnxBackend
+        try:
+            from .onnx import OnnxBackend
+        except ImportError as e:
+            raise BackendUnavailable(f"inference.backend: onnxruntime cannot be imported ({e}); install a runtime: "
+                                     "pip install -e '.[cpu]' (or '.[gpu]' on a CUDA host)") from None
 
         return OnnxBackend(model, **options)
     if name == "vacc":

@@ -18,6 +18,8 @@ class Backend(Protocol):
     # "uint8": `run` takes the uint8 crops as they are and normalises them itself (in the graph,
     # on the device).
     input_dtype: str
+    # True: the worker runs one full batch before the first shard (algorithm search, graph capture).
+    wants_warmup: bool
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         """[N, C, H, W] input (float32 normalised, or uint8 crops when `input_dtype` is "uint8") ->

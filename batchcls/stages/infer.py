@@ -31,12 +31,13 @@ class InferWorker:
         self._last_end: float | None = None
         # dataset.class_subset: ranks among these classes only; ids stay the model's class indices.
         self.class_subset = None if class_subset is None else np.asarray(class_subset, dtype=np.int64)
+        self.warmup_s: float | None = None
 
     def describe(self) -> dict:
         import os
         import socket
 
-        return {**self.backend.describe(), "host": socket.gethostname(), "pid": os.getpid(),
+        return {**self.backend.describe(), "warmup_s": self.warmup_s, "host": socket.gethostname(), "pid": os.getpid(),
                 "nice": os.nice(0) if hasattr(os, "nice") else None}
 
     def check_input(self, shape: tuple) -> None:
@@ -46,6 +47,18 @@ class InferWorker:
             raise BatchclsError(f"preprocess: crops are {'x'.join(map(str, shape))} but the model expects "
                                 f"{'x'.join('?' if w is None else str(w) for w in want)}; "
                                 "set preprocess.input_size to the model's input size")
+        if getattr(self.backend, "wants_warmup", False):
+            self.warm_up(shape)
+
+    def warm_up(self, shape: tuple) -> float:
+        """One run at the full batch before the first shard: cuDNN's algorithm search, CUDA graph capture
+        and TensorRT's engine load happen here, not in the first shard's time. Returns its seconds."""
+        t = time.perf_counter()
+        n = self.backend.batch_size or self.batch_size
+        dtype = np.float32 if self.host_normalize else np.uint8
+        self._run(np.zeros((n, *shape), dtype=dtype))
+        self.warmup_s = time.perf_counter() - t
+        return self.warmup_s
 
     def __call__(self, prepared: dict) -> dict:
         start = time.perf_counter()

@@ -115,6 +115,9 @@ def format_report(metrics: dict, ref: ZooRow | None, title: str) -> str:
         lines.append(f"time: end-to-end {t['end_to_end_s']:.1f} s ({t['end_to_end_images_per_s']:.1f} img/s), "
                      f"prep {t['prep_images_per_s']:.1f} img/s, inference {t['infer_images_per_s']:.1f} img/s, "
                      f"startup {t['startup_s']:.1f} s")
+    ran = _how_it_ran(metrics.get("workers") or [])
+    if ran:
+        lines.append(ran)
     worst = _worst_classes(metrics)
     if worst:
         lines.append("lowest top-1 classes: " + "; ".join(worst))
@@ -147,6 +150,14 @@ def _all_and_real_lines(metrics: dict) -> list[str]:
                      f"   ({real['scored']} scored; {real['empty_sets']} of {real['val_images']} val images "
                      "have no ReaL label)")
     return lines
+
+
+def _how_it_ran(workers: list[dict]) -> str:
+    """One line: the provider that ran, where the crops were normalised, and TF32 on a GPU."""
+    seen = sorted({(w.get("providers") or ["?"])[0] + f", normalize {w.get('normalize', 'host')}"
+                   + ("" if w.get("tf32") is None else f", TF32 {'on' if w['tf32'] else 'off'}")
+                   for w in workers})
+    return f"ran on: {'; '.join(seen)}" if seen else ""
 
 
 def _worst_classes(metrics: dict, n: int = 3) -> list[str]:
