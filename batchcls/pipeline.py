@@ -79,7 +79,10 @@ class _RemoteWorker(InferWorker):
         super().check_input(shape)
 
     def describe(self) -> dict:
-        return {**super().describe(), "node_id": ray.get_runtime_context().get_node_id()}
+        node = ray.get_runtime_context().get_node_id()
+        if self.init_error is not None:  # no error of its own: the first call's one line is the message
+            return {"error": str(self.init_error), "node_id": node}
+        return {**super().describe(), "node_id": node}
 
     def __call__(self, prepared: dict) -> dict:
         start = time.time()
