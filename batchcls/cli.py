@@ -9,6 +9,7 @@ COMMANDS = {
     "models": ("batchcls.models.table", "print the DLA model zoo table"),
     "export": ("batchcls.models.export", "build a DLA model as ONNX from its weights"),
     "bench": ("batchcls.bench", "throughput and latency of a model on synthetic input (N workers, batch B)"),
+    "quantize": ("batchcls.calibrate", "build a job's model as int8 (calibrated on its dataset) or fp16"),
 }
 
 

@@ -20,11 +20,21 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
+class CalibrationCfg(_Section):
+    method: Literal["entropy", "percentile", "minmax"] = "entropy"
+    images: int = Field(default=1000, gt=0, le=100_000)
+    per_channel: bool = True
+    percentile: float = Field(default=99.999, gt=0, le=100)
+    balance: bool = True
+
+
 class ModelCfg(_Section):
     name: str = Field(min_length=1)
     source: str = "custom"
     onnx: Optional[str] = None
     weights: Optional[str] = None
+    precision: Literal["fp32", "fp16", "int8"] = "fp32"
+    calibration: CalibrationCfg = CalibrationCfg()
 
 
 class GenerateCfg(_Section):

@@ -22,6 +22,7 @@ from .stages.prep import prep_shard, transform_spec
 from .stages.reduce import reduce_shard
 from .stages.report import compute_metrics, format_report
 from .synthetic import generate_imagenet_folder
+from .calibrate import describe_model
 
 # Ray retries a prep task whose process died (OOM, segfault in a decoder) this many times.
 PREP_MAX_RETRIES = 3
@@ -80,7 +81,14 @@ class _RemoteWorker(InferWorker):
 
 
 def resolve_model(job: Job) -> str:
-    """The ONNX file to run: `model.onnx`, or the graph built (and cached) from `model.weights`."""
+    """The ONNX file to run: the fp32 model (below), or at `model.precision` fp16/int8 its cached build."""
+    from .calibrate import deployed_model
+
+    return deployed_model(job, resolve_fp32_model(job))
+
+
+def resolve_fp32_model(job: Job) -> str:
+    """The fp32 ONNX file: `model.onnx`, or the graph built (and cached) from `model.weights`."""
     if job.model.onnx is not None:
         return job.model.onnx
     try:
@@ -393,4 +401,5 @@ def _metrics(plan: Plan, stats: dict, todo: list, done, t_command: float) -> dic
                           "labels_from": plan.dataset.class_source, "selected": len(plan.samples),
                           "in_folder": len(plan.dataset.samples)}
     metrics["job"] = job.to_dict()
+    metrics["deploy"] = describe_model(plan.model_path, plan.samples)
     return metrics
