@@ -221,7 +221,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BatchclsError as e:
         print(f"batchcls quantize: error: {e}", file=sys.stderr)
         return 2
-    for key in ("precision", "path", "calib_list", "images", "failed", "classes", "calibrate_s", "build_s", "peak_rss_mb"):
+    for key in ("precision", "path", "calib_list", "images", "failed", "classes", "calibrate_s", "thresholds_s",
+                "build_s", "peak_rss_mb"):
         if key in summary:
             value = summary[key]
             print(f"{key:14s} {value:.1f}" if isinstance(value, float) else f"{key:14s} {value}")

@@ -22,7 +22,7 @@ from .stages.prep import prep_shard, transform_spec
 from .stages.reduce import reduce_shard
 from .stages.report import compute_metrics, format_report
 from .synthetic import generate_imagenet_folder
-from .calibrate import describe_model
+from .calibrate import deployed_model, describe_model
 
 # Ray retries a prep task whose process died (OOM, segfault in a decoder) this many times.
 PREP_MAX_RETRIES = 3
@@ -82,8 +82,6 @@ class _RemoteWorker(InferWorker):
 
 def resolve_model(job: Job) -> str:
     """The ONNX file to run: the fp32 model (below), or at `model.precision` fp16/int8 its cached build."""
-    from .calibrate import deployed_model
-
     return deployed_model(job, resolve_fp32_model(job))
 
 

@@ -124,6 +124,7 @@ def step_build(args) -> None:
         fields = dict(line.split(None, 1) for line in proc.stdout.splitlines() if line and not line.startswith("calibrating"))
         entry = {"model": args.model, "variant": variant, "images": args.images, "command_s": wall,
                  "calibrate_s": float(fields.get("calibrate_s", 0)), "build_s": float(fields["build_s"]),
+                 "thresholds_s": float(fields["thresholds_s"]) if "thresholds_s" in fields else None,
                  "peak_rss_mb": float(fields["peak_rss_mb"]), "fp32_floor_mb": floor, "prep_warm": prep,
                  "images_used": int(fields.get("images", 0)), "size_bytes": os.path.getsize(out)}
         _save(f"build/{args.model}/{variant}/{args.images}", entry)

@@ -142,7 +142,8 @@ def _calibrator(model_path: str, tmp: str, settings: CalibrationSettings):
 def calibrate(model_path: str, batches: Iterable[np.ndarray], table: np.ndarray, settings: CalibrationSettings,
               tmp: str, total: int | None = None, progress: bool = True):
     """Run the calibration over uint8 [N,3,H,W] `batches`, normalised with `table` (the evaluation's own
-    (3, 256) lookup), one CALIB_BATCH at a time. Returns (TensorsData, images seen)."""
+    (3, 256) lookup), one CALIB_BATCH at a time. Returns (TensorsData, method, images seen, seconds of the
+    threshold search)."""
     from tqdm import tqdm
 
     calibrator, method = _calibrator(model_path, tmp, settings)
@@ -163,9 +164,10 @@ def calibrate(model_path: str, batches: Iterable[np.ndarray], table: np.ndarray,
     if not seen:
         raise BatchclsError("model.calibration: no calibration image could be prepared; see the dataset's "
                             "errors (python -m batchcls.run on it lists them) or use other images")
+    t = time.perf_counter()
     with _threshold_bar(calibrator, progress), contextlib.redirect_stdout(io.StringIO()):
         ranges = calibrator.compute_data()
-    return ranges, method, seen
+    return ranges, method, seen, time.perf_counter() - t
 
 
 @contextlib.contextmanager
@@ -196,10 +198,10 @@ def quantize_int8(model_path: str, out_path: str, batches: Iterable[np.ndarray],
                   settings: CalibrationSettings, metadata: Callable[[], dict], total: int | None = None,
                   progress: bool = True) -> dict:
     """int8 QDQ build of `model_path` (signed int8 activations and weights, per-channel weights unless
-    `settings.per_channel` is False): `quant_pre_process`, the streamed calibration over `batches`, then
-    `quantize_static` with the ranges found. `metadata()`, called once the calibration has run (str -> str),
-    goes into the model's metadata_props.
-    Writes `out_path` atomically; returns timings and the number of calibration images."""
+    `settings.per_channel` is False): `quant_pre_process`, the streamed calibration over `batches` (images
+    prepared and run, then the threshold search), then `quantize_static` with the ranges found. `metadata()`,
+    called once the calibration has run (str -> str), goes into the model's metadata_props. Writes `out_path`
+    atomically; returns timings (s) and the number of calibration images."""
     from onnxruntime.quantization import QuantFormat, QuantType, quant_pre_process, quantize_static
     from onnxruntime.quantization.calibrate import save_tensors_data
 
@@ -220,7 +222,7 @@ def quantize_int8(model_path: str, out_path: str, batches: Iterable[np.ndarray],
         except Exception as e:  # noqa: BLE001 - onnxruntime's untyped errors
             raise BatchclsError(f"model.onnx: {model_path!r} cannot be pre-processed for quantization: "
                                 f"{' '.join(str(e).split())[:300]}") from None
-        ranges, method, seen = calibrate(pre, batches, table, settings, tmp, total, progress)
+        ranges, method, seen, thresholds_s = calibrate(pre, batches, table, settings, tmp, total, progress)
         t_cal = time.perf_counter()
         cache = os.path.join(tmp, "ranges.json")
         save_tensors_data(ranges, cache)
@@ -233,7 +235,7 @@ def quantize_int8(model_path: str, out_path: str, batches: Iterable[np.ndarray],
             raise BatchclsError(f"model.onnx: {model_path!r} cannot be quantized to int8: "
                                 f"{' '.join(str(e).split())[:300]}") from None
         _finish(quantized, out_path, metadata())
-    return {"images": seen, "calibrate_s": t_cal - t0, "build_s": time.perf_counter() - t0}
+    return {"images": seen, "calibrate_s": t_cal - t0, "thresholds_s": thresholds_s, "build_s": time.perf_counter() - t0}
 
 
 def convert_fp16(model_path: str, out_path: str, metadata: dict) -> dict:
