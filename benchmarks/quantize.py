@@ -147,18 +147,23 @@ def step_bench(args) -> None:
         path = _built(args.model, variant, args.images)
         if os.path.exists(path):
             models[variant if variant == "fp16" else f"int8-{variant}"] = path
-    rows = {}
+    rows: dict = {}
     with heavy_lock():
-        for name, path in models.items():
-            s = _bench(path, args.seconds)
-            rows[name] = {"images_per_s": s["images_per_s"], "p50_ms": s["latency_ms"]["p50"], "batches": s["batches"]}
-            print(f"{args.model} {name:16s} {s['images_per_s']:7.1f} img/s  p50 {s['latency_ms']['p50']:.0f} ms/batch",
-                  flush=True)
+        # Passes in alternating order, each variant keeping its best: other users' load is not charged to one.
+        for p in range(args.repeat):
+            for name, path in (list(models.items()) if p % 2 == 0 else list(models.items())[::-1]):
+                s = _bench(path, args.seconds)
+                print(f"{args.model} pass {p + 1} {name:16s} {s['images_per_s']:7.1f} img/s  p50 "
+                      f"{s['latency_ms']['p50']:.0f} ms/batch", flush=True)
+                if name not in rows or s["images_per_s"] > rows[name]["images_per_s"]:
+                    rows[name] = {"images_per_s": s["images_per_s"], "p50_ms": s["latency_ms"]["p50"],
+                                  "batches": s["batches"]}
+                rows[name].setdefault("passes", []).append(s["images_per_s"])
     base = rows["fp32"]["images_per_s"]
     for name, row in rows.items():
         row["ratio_vs_fp32"] = row["images_per_s"] / base
         print(f"  {name:16s} x{row['ratio_vs_fp32']:.2f} of fp32")
-    _save(f"bench/{args.model}", {"model": args.model, "seconds": args.seconds, "rows": rows})
+    _save(f"bench/{args.model}/{args.variants}", {"model": args.model, "seconds": args.seconds, "rows": rows})
 
 
 def _probs(path: str, x: np.ndarray) -> np.ndarray:
@@ -210,7 +215,8 @@ def step_agree(args) -> None:
     for name, row in rows.items():
         print(f"  {name:16s} top-1 agree {100 * row['top1_agreement']:5.1f}%  top-5 set {100 * row['top5_set_agreement']:5.1f}%"
               f"  max|dp| {row['max_abs_dprob']:.4f}  mean|dp(top1)| {row['mean_abs_dprob_top1']:.5f}")
-    _save(f"agree/{args.model}", {"model": args.model, "heldout_images": len(x), "rows": rows, **context})
+    _save(f"agree/{args.model}/{args.images}/{args.variants}",
+          {"model": args.model, "heldout_images": len(x), "calibration_images": args.images, "rows": rows, **context})
 
 
 def step_report(args) -> None:
@@ -226,6 +232,7 @@ def main() -> None:
     p.add_argument("--heldout", type=int, default=HELDOUT_IMAGES, help="agree: generated images not calibrated on")
     p.add_argument("--variants", default=",".join(VARIANTS))
     p.add_argument("--seconds", type=float, default=10.0)
+    p.add_argument("--repeat", type=int, default=2, help="bench: passes, in alternating order")
     args = p.parse_args()
     {"build": step_build, "bench": step_bench, "agree": step_agree, "report": step_report}[args.step](args)
 

@@ -141,7 +141,12 @@ def test_int8_build_has_qdq_nodes_and_follows_fp32(int8_build):
     ops = Counter(n.op_type for n in graph.node)
     assert ops["QuantizeLinear"] >= 3 and ops["DequantizeLinear"] >= 6 and ops["Conv"] == 3
     int8_weights = [t for t in graph.initializer if t.data_type == onnx.TensorProto.INT8]
-    assert len(int8_weights) >= 3
+    assert len(int8_weights) >= 2
+    # The output stays float: the classifier conv (one of three convs) and the Flatten after it are not quantized.
+    producer = {o: n for n in graph.node for o in n.output}
+    head = producer["logits"]
+    assert head.op_type == "Flatten" and producer[head.input[0]].op_type == "Conv"
+    assert producer[head.input[0]].input[1] == "w3"  # float weights, not a DequantizeLinear output
     scales = {t.name: onnx.numpy_helper.to_array(t) for t in graph.initializer if t.name.endswith("_scale")}
     assert any(v.size == 16 for v in scales.values())  # per-channel: one scale per output channel of conv 1
     plan = make_plan(load_job(job), model)
@@ -200,6 +205,21 @@ def test_fp16_build_keeps_float32_io(tmp_path, small_set, tiny_onnx, capsys):
     ref = ort.InferenceSession(tiny_onnx).run(None, {"input": x})[0]
     got = ort.InferenceSession(out).run(None, {"input": x})[0]
     assert got.dtype == np.float32 and np.max(np.abs(got - ref)) < 2e-2 * np.max(np.abs(ref))
+
+
+def test_float_head_keeps_the_outputs_float():
+    from onnx import TensorProto, helper
+
+    nodes = [helper.make_node("Conv", ["input", "w"], ["c"]), helper.make_node("GlobalAveragePool", ["c"], ["p"]),
+             helper.make_node("Flatten", ["p"], ["f"]), helper.make_node("Gemm", ["f", "fw", "fb"], ["logits"]),
+             helper.make_node("Softmax", ["logits"], ["probs"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, 8, 8])],
+                              [helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["N", 4])])
+    model = helper.make_model(graph)
+    # A single Gemm keeps int8 inputs and weights, with a float output; the Softmax stays float.
+    assert q.float_head(model) == (["Softmax_4"], ["Gemm"])
+    model.graph.node.insert(0, helper.make_node("Gemm", ["x", "y"], ["z"], name="other"))
+    assert q.float_head(model) == (["Softmax_4", "Gemm_3"], [])  # a shared op type: the head layer stays float
 
 
 def _no_int8_kernel_model(path):

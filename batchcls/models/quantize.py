@@ -33,7 +33,7 @@ ENTROPY_BINS = 2048
 ENTROPY_QUANTIZED_BINS = 128
 PERCENTILE_BINS = 2048
 # Bump when the build recipe changes (pre-processing, quantizer options), so cached builds are not reused.
-BUILD_VERSION = 1
+BUILD_VERSION = 2
 META_PREFIX = "batchcls."
 # Nodes that mean the graph is already quantized (QDQ or QOperator format, or integer kernels).
 QUANTIZED_OPS = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "QLinearConv", "QLinearMatMul",
@@ -41,6 +41,10 @@ QUANTIZED_OPS = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", 
 # The weight-carrying operators onnxruntime has int8 kernels for; a graph without one has nothing to quantize.
 INT8_KERNEL_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 HASH_CHUNK_BYTES = 1 << 20
+# Operators between the classifier's last weighted layer and the graph output that reshape or normalise
+# its values: kept in float, so logits (or probabilities) are never rounded to 256 levels, nor clipped by a
+# calibrated range (top-1 is the largest logit: exactly what a KL threshold cuts).
+HEAD_PASSTHROUGH_OPS = ("Flatten", "Reshape", "Squeeze", "Unsqueeze", "Identity", "Transpose", "Softmax")
 
 
 @dataclass(frozen=True)
@@ -121,6 +125,34 @@ def _chunks(batches: Iterable[np.ndarray], size: int) -> Iterator[np.ndarray]:
     for images in batches:
         for start in range(0, images.shape[0], size):
             yield images[start:start + size]
+
+
+def float_head(model: onnx.ModelProto) -> tuple[list[str], list[str]]:
+    """(nodes to leave unquantized, op types whose output is not quantized) so that the graph outputs stay
+    float: the HEAD_PASSTHROUGH_OPS before each output are left out, and the weighted layer feeding them keeps
+    int8 inputs and weights but a float output (by op type when it is the only node of its type, as a
+    classifier's Gemm is; else the layer is left in float). Unnamed nodes are named in place."""
+    for i, node in enumerate(model.graph.node):
+        if not node.name:
+            node.name = f"{node.op_type}_{i}"
+    producer = {o: n for n in model.graph.node for o in n.output}
+    count: dict[str, int] = {}
+    for node in model.graph.node:
+        count[node.op_type] = count.get(node.op_type, 0) + 1
+    exclude: list[str] = []
+    out_types: list[str] = []
+    for output in model.graph.output:
+        node = producer.get(output.name)
+        while node is not None and node.op_type in HEAD_PASSTHROUGH_OPS:
+            exclude.append(node.name)
+            node = producer.get(node.input[0])
+        if node is None:
+            continue
+        if count[node.op_type] == 1:
+            out_types.append(node.op_type)
+        else:
+            exclude.append(node.name)
+    return exclude, out_types
 
 
 def _calibrator(model_path: str, tmp: str, settings: CalibrationSettings):
@@ -222,6 +254,9 @@ def quantize_int8(model_path: str, out_path: str, batches: Iterable[np.ndarray],
         except Exception as e:  # noqa: BLE001 - onnxruntime's untyped errors
             raise BatchclsError(f"model.onnx: {model_path!r} cannot be pre-processed for quantization: "
                                 f"{' '.join(str(e).split())[:300]}") from None
+        pre_model = onnx.load(pre)
+        exclude, out_types = float_head(pre_model)
+        onnx.save(pre_model, pre)
         ranges, method, seen, thresholds_s = calibrate(pre, batches, table, settings, tmp, total, progress)
         t_cal = time.perf_counter()
         cache = os.path.join(tmp, "ranges.json")
@@ -230,12 +265,14 @@ def quantize_int8(model_path: str, out_path: str, batches: Iterable[np.ndarray],
         try:
             quantize_static(pre, quantized, None, quant_format=QuantFormat.QDQ, per_channel=settings.per_channel,
                             activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, calibrate_method=method,
-                            calibration_cache_path=cache)
+                            nodes_to_exclude=exclude, calibration_cache_path=cache,
+                            extra_options={"OpTypesToExcludeOutputQuantization": out_types})
         except Exception as e:  # noqa: BLE001
             raise BatchclsError(f"model.onnx: {model_path!r} cannot be quantized to int8: "
                                 f"{' '.join(str(e).split())[:300]}") from None
         _finish(quantized, out_path, metadata())
-    return {"images": seen, "calibrate_s": t_cal - t0, "thresholds_s": thresholds_s, "build_s": time.perf_counter() - t0}
+    return {"images": seen, "calibrate_s": t_cal - t0, "thresholds_s": thresholds_s, "build_s": time.perf_counter() - t0,
+            "float_head": {"nodes": exclude, "output_of": out_types}}
 
 
 def convert_fp16(model_path: str, out_path: str, metadata: dict) -> dict:
