@@ -64,7 +64,10 @@ def prepared_images(plan: Plan, samples: tuple[Sample, ...], used: list[str], fa
         cache_path = shard_cache_path(cache_dir, plan.prep_key, shard.key)
         prepared = prep_shard(job.dataset.root, [(s.index, s.path) for s in shard.samples], spec, cache_path)
         for s, err in zip(shard.samples, prepared["errors"]):
-            (failed.append(f"{s.path}: {err}") if err else used.append(s.path))
+            if err:
+                failed.append(f"{s.path}: {err}")
+            else:
+                used.append(s.path)
         yield prepared["images"]
 
 
