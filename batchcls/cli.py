@@ -14,6 +14,7 @@ COMMANDS = {
     "compare": ("batchcls.compare", "compare two runs image by image, with a verdict against a gate (exit 0/1)"),
     "report": ("batchcls.report", "write a run's HTML report, or the seed table of measured runs (--table)"),
     "doctor": ("batchcls.doctor", "what this host can run (onnxruntime, GPUs, CUDA libraries, Ray) and what to fix"),
+    "quantize": ("batchcls.calibrate", "build a job's model as int8 (calibrated on its dataset) or fp16"),
 }
 
 

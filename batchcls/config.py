@@ -20,6 +20,14 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
+class CalibrationCfg(_Section):
+    method: Literal["entropy", "percentile", "minmax"] = "entropy"
+    images: int = Field(default=1000, gt=0, le=100_000)
+    per_channel: bool = True
+    percentile: float = Field(default=99.999, gt=0, le=100)
+    balance: bool = True
+
+
 class ModelCfg(_Section):
     name: str = Field(min_length=1)
     source: str = "custom"
@@ -30,6 +38,8 @@ class ModelCfg(_Section):
     # What the model returns: logits, or probabilities (compiled with the vendor's extra_ops softmax);
     # auto decides from the first batch (rows >= 0 summing to 1) and says which it assumed.
     outputs: Literal["auto", "logits", "probs"] = "auto"
+    precision: Literal["fp32", "fp16", "int8"] = "fp32"
+    calibration: CalibrationCfg = CalibrationCfg()
 
 
 class GenerateCfg(_Section):
@@ -357,6 +367,10 @@ def check_vacc(job: Job) -> None:
         if value is not None:
             raise JobError(field, "is not used by the vacc backend, which runs the compiled model.vacc; remove it",
                            path=p)
+    if job.model.precision != "fp32":
+        raise JobError("model.precision", f"{job.model.precision!r} builds an ONNX model; a vacc model's precision "
+                       "is fixed when vamc compiles it (its build YAML's quantize section): remove model.precision",
+                       path=p)
     for f in vacc_files(job.model.vacc):
         if not Path(f).is_file():
             raise JobError("model.vacc", f"{f!r} does not exist: a compiled model is PREFIX.so, PREFIX.json and "

@@ -25,6 +25,7 @@ from .stages.reduce import reduce_shard
 from .stages.report import compute_metrics, format_report
 from .synthetic import generate_imagenet_folder
 from .transforms.normalize import normalization_table
+from .calibrate import deployed_model, describe_model
 
 # Ray retries a prep task whose process died (OOM, segfault in a decoder) this many times.
 PREP_MAX_RETRIES = 3
@@ -92,10 +93,15 @@ class _RemoteWorker(InferWorker):
 
 
 def resolve_model(job: Job) -> str:
-    """The ONNX file to run: `model.onnx`, or the graph built (and cached) from `model.weights`; for the
-    vacc backend the compiled model's prefix."""
+    """The model to run: for the vacc backend the compiled model's prefix; else the fp32 ONNX (below), or
+    at `model.precision` fp16/int8 its cached build."""
     if job.inference.backend == "vacc":
         return job.model.vacc
+    return deployed_model(job, resolve_fp32_model(job))
+
+
+def resolve_fp32_model(job: Job) -> str:
+    """The fp32 ONNX file: `model.onnx`, or the graph built (and cached) from `model.weights`."""
     if job.model.onnx is not None:
         return job.model.onnx
     try:
@@ -452,4 +458,5 @@ def _metrics(plan: Plan, stats: dict, todo: list, done, t_command: float) -> dic
                           "labels_from": plan.dataset.class_source, "selected": len(plan.samples),
                           "in_folder": len(plan.dataset.samples)}
     metrics["job"] = job.to_dict()
+    metrics["deploy"] = describe_model(plan.model_path, plan.samples)
     return metrics

@@ -172,6 +172,17 @@ def test_job_validation_names_the_missing_file_of_the_prefix(models, tmp_path):
         _vacc_job(tmp_path, prefix, devices=[1, 1])
 
 
+def test_a_precision_build_is_refused_for_a_compiled_vacc_model(models, tmp_path):
+    from batchcls.config import load_job
+    from batchcls.errors import JobError
+
+    (tmp_path / "imgs").mkdir()
+    with pytest.raises(JobError, match="model.precision: 'int8' builds an ONNX model; a vacc model's precision"):
+        load_job(write_job(tmp_path, model={"name": "dla34", "vacc": models["logits"], "precision": "int8"},
+                           dataset={"root": str(tmp_path / "imgs")}, inference={"backend": "vacc"},
+                           output={"dir": str(tmp_path / "out")}))
+
+
 def test_vacc_fields_on_another_backend_are_refused(tmp_path, tiny_onnx):
     from batchcls.config import load_job
     from batchcls.errors import JobError

@@ -38,9 +38,34 @@ def test_zoo_job(row):
     assert vdsp["profile"] == "vdsp" and create_transform(**vdsp).out_shape == (3, 224, 224)
 
 
+DEPLOY_SUFFIXES = (".int8", ".fp16")
+
+
 def test_every_zoo_job_is_a_row():
-    names = sorted(n[:-5] for n in os.listdir(os.path.join(JOBS, "zoo")))
+    names = sorted(n[:-5] for n in os.listdir(os.path.join(JOBS, "zoo")) if not n[:-5].endswith(DEPLOY_SUFFIXES))
     assert names == sorted(r.id for r in read_zoo())
+
+
+@pytest.mark.parametrize("name", sorted(n for n in os.listdir(os.path.join(JOBS, "zoo"))
+                                        if n[:-5].endswith(DEPLOY_SUFFIXES)))
+def test_zoo_deploy_job(name):
+    """`<row>.int8.yaml` / `<row>.fp16.yaml`: the row's job with model.precision set, and nothing else changed
+    but the output folder (int8: the vendor's calibration, KL divergence per channel on 1000 images)."""
+    row_id, precision = name[:-5].rsplit(".", 1)
+    path = os.path.join(JOBS, "zoo", name)
+    job = validate_job(_raw(path), path)
+    base = validate_job(_raw(os.path.join(JOBS, "zoo", f"{row_id}.yaml")))
+    assert job.model.precision == precision and job.output.dir == f"{base.output.dir}.{precision}"
+    assert job.model.model_dump(exclude={"precision"}) == base.model.model_dump(exclude={"precision"})
+    assert job.model_dump(exclude={"model", "output", "path"}) == base.model_dump(exclude={"model", "output", "path"})
+    c = job.model.calibration
+    assert (c.method, c.images, c.per_channel, c.balance) == ("entropy", 1000, True, True)
+
+
+def test_seed_deploy_columns_have_jobs():
+    names = set(os.listdir(os.path.join(JOBS, "zoo")))
+    for source in ("timm", "ppcls", "ucbdrive"):
+        assert {f"dla34.{source}.int8.yaml", f"dla34.{source}.fp16.yaml"} <= names
 
 
 def test_main_job_says_what_to_get(monkeypatch, tmp_path):

@@ -90,6 +90,9 @@ def format_report(metrics: dict, ref: ZooRow | None, title: str) -> str:
     lines.append(f"images {metrics['images']}  ok {metrics['succeeded']}  failed {metrics['failed']}"
                  + (f" ({metrics['bad_inputs']} bad inputs, {metrics['nonfinite']} non-finite outputs)"
                     if metrics.get("nonfinite") else "") + f"  labelled {metrics['labelled']}")
+    deploy = metrics.get("deploy") or {}
+    if deploy.get("precision", "fp32") != "fp32":
+        lines.append(f"precision {deploy['precision']}" + _calibration_line(deploy))
     lines.extend(_label_lines(metrics))
     for reason, count in list(metrics.get("failed_by_reason", {}).items())[:5]:
         lines.append(f"  failed: {count} x {reason}")
@@ -167,3 +170,12 @@ def _worst_classes(metrics: dict, n: int = 3) -> list[str]:
     names = imagenet_class_names()
     ranked = sorted(per.items(), key=lambda kv: (kv[1]["top1"], int(kv[0])))[:n]
     return [f"{c} {names[int(c)].split(',')[0] if int(c) < len(names) else ''} {v['top1']:.1f}%" for c, v in ranked]
+
+
+def _calibration_line(deploy: dict) -> str:
+    c = deploy.get("calibration")
+    if not c:
+        return ""
+    return (f": calibrated {c['method']} (vamc {c.get('vamc_calibrate_mode', '?')}), "
+            f"{'per-channel' if c['per_channel'] else 'per-tensor'}, {c['images_used']} images; "
+            f"{deploy['evaluated_calibration_images']} of the evaluated images were calibration images")
