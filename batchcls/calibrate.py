@@ -21,6 +21,7 @@ from .models import quantize as q
 from .plan import Plan, make_plan
 from .stages.prep import prep_shard, transform_spec
 from .transforms.normalize import normalization_table
+from .workload import generate_dataset, resolve_fp32_model
 
 # Images per prep_shard call (one cached npz each): a few batches, so memory holds one shard at a time.
 CALIB_SHARD_IMAGES = 64
@@ -215,8 +216,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         job = _job_with_flags(args)
         out = args.output
         check_output(out)
-        from .pipeline import generate_dataset, resolve_fp32_model
-
         generate_dataset(job, print)
         plan = make_plan(job, resolve_fp32_model(job))
         precision = args.precision or (job.model.precision if job.model.precision != "fp32" else "int8")

@@ -10,9 +10,9 @@ from collections import deque
 import ray
 from tqdm import tqdm
 
-from .backends.providers import GPU_PROVIDERS, worker_env
+from .backends.providers import worker_env
 from .config import Job
-from .constants import CACHED_READ_CPUS, CPU_NORMALIZE, MAX_SHARDS_IN_FLIGHT_PER_WORKER, PREP_NICENESS, WORKER_NICENESS
+from .constants import CACHED_READ_CPUS, MAX_SHARDS_IN_FLIGHT_PER_WORKER, PREP_NICENESS, WORKER_NICENESS
 from .cache import check_writable, shard_cache_path
 from .analysis.runreport import write_run_report_safely
 from .cluster import actor_options, check_capacity, host_units, init_ray, prep_placement, unwrap_error, worker_count
@@ -23,9 +23,8 @@ from .stages.infer import InferWorker
 from .stages.prep import prep_shard, transform_spec
 from .stages.reduce import reduce_shard
 from .stages.report import compute_metrics, format_report
-from .synthetic import generate_imagenet_folder
-from .transforms.normalize import normalization_table
 from .calibrate import deployed_model, describe_model
+from .workload import backend_options, generate_dataset, read_model_bytes, resolve_fp32_model
 
 # Ray retries a prep task whose process died (OOM, segfault in a decoder) this many times.
 PREP_MAX_RETRIES = 3
@@ -100,60 +99,6 @@ def resolve_model(job: Job) -> str:
     return deployed_model(job, resolve_fp32_model(job))
 
 
-def resolve_fp32_model(job: Job) -> str:
-    """The fp32 ONNX file: `model.onnx`, or the graph built (and cached) from `model.weights`."""
-    if job.model.onnx is not None:
-        return job.model.onnx
-    try:
-        from .models.export import cached_onnx
-    except ImportError:
-        raise BatchclsError("model.weights: building ONNX from weights is not available in this install; "
-                            "export the model yourself and set model.onnx") from None
-    try:
-        from .models.arch import get_arch
-
-        get_arch(job.model.name)
-    except BatchclsError as e:
-        raise JobError("model.name", f"{e}; model.weights builds these architectures only", path=job.path) from None
-    return str(cached_onnx(job.model.name, job.model.weights, os.path.join(job.runtime.cache_dir, "onnx")))
-
-
-def generate_dataset(job: Job, log) -> bool:
-    """For demo jobs: fill `dataset.root` with generated ImageNet-like JPEGs when it holds none."""
-    gen = job.dataset.generate
-    root = job.dataset.root
-    if gen is None or (os.path.isdir(root) and any(n.endswith(".JPEG") for n in os.listdir(root))):
-        return False
-    log(f"generating {gen.count} ImageNet-like JPEGs in {root} (dataset.generate)")
-    generate_imagenet_folder(root, gen.count, gen.classes, gen.seed)
-    return True
-
-
-def _read_model(path: str) -> bytes:
-    try:
-        with open(path, "rb") as f:
-            return f.read()
-    except OSError as e:
-        raise BatchclsError(f"model.onnx: cannot read {path!r}: {e.strerror}") from None
-
-
-def backend_options(plan: Plan) -> dict:
-    """The keyword arguments of `create_backend` for this job's workers (each backend's own options)."""
-    job = plan.job
-    inf = job.inference
-    if inf.backend == "vacc":
-        return {**plan.vacc, "outputs": job.model.outputs, "batch_size": inf.batch_size,
-                "devices": inf.devices, "die_count": None, "resources": dict(inf.resources)}
-    # uint8 into the graph by default on a GPU (4x fewer bytes, no host normalise); CPU: constants.py.
-    normalize = inf.normalize or ("graph" if inf.providers[0] in GPU_PROVIDERS else CPU_NORMALIZE)
-    table = normalization_table(plan.mean, plan.std, plan.scale_rule) if normalize == "graph" else None
-    return {"providers": list(job.inference.providers), "intra_op_threads": job.inference.intra_op_threads,
-            "source": plan.model_path, "graph_table": table, "cache_dir": os.path.abspath(job.runtime.cache_dir),
-            "provider_options": inf.provider_options, "tf32": inf.tf32, "cuda_graph": inf.cuda_graph,
-            "tensorrt_precision": inf.tensorrt_precision, "batch_size": inf.batch_size,
-            "gpu_fraction": inf.resources.get("GPU", 1.0)}
-
-
 def empty_stats() -> dict:
     """What a run measures, before it starts (and for a run with nothing left to do)."""
     return {"prep_start": None, "prep_end": None, "infer_start": None, "infer_end": None, "prep_images": 0,
@@ -175,7 +120,7 @@ class Streamer:
         self.worker_cls = ray.remote(_RemoteWorker)
         # The model travels through the object store: hosts need no copy of it, nor a shared filesystem.
         # A vacc model is loaded by the SDK from its files on each host: only the prefix travels.
-        model = plan.model_path if job.inference.backend == "vacc" else ray.put(_read_model(plan.model_path))
+        model = plan.model_path if job.inference.backend == "vacc" else ray.put(read_model_bytes(plan.model_path))
         self.worker_args = (model, job.inference.backend, backend_options(plan),
                             plan.mean, plan.std, job.inference.batch_size, job.output.topk, job.output.save_logits,
                             plan.scale_rule, plan.class_subset)

@@ -14,7 +14,7 @@ from batchcls.backends import create_backend
 from batchcls.backends import providers as prov
 from batchcls.config import load_job
 from batchcls.errors import BackendUnavailable, JobError
-from batchcls.pipeline import backend_options
+from batchcls.workload import backend_options
 from batchcls.plan import make_plan
 from batchcls.synthetic import generate_imagenet_folder
 

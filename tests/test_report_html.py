@@ -110,7 +110,8 @@ def test_every_figure_is_embedded_and_nothing_is_fetched(run_dir):
 def test_fields_added_by_newer_runs_are_shown(run_dir, tmp_path):
     m = json.load(open(os.path.join(run_dir, "metrics.json")))
     m.update({"top1_all": 12.5, "top5_all": 30.25, "real": {"top1": 13.0, "top5": 31.0, "scored": 900},
-              "precision": {"weights": "int8", "activations": "int8"}})
+              "deploy": {"precision": "int8", "path": "m.int8.onnx", "evaluated_calibration_images": 40,
+                         "calibration": {"method": "entropy", "per_channel": True, "images_used": 50}}})
     other = tmp_path / "run"
     other.mkdir()
     os.symlink(os.path.join(run_dir, "predictions"), other / "predictions")
@@ -119,7 +120,9 @@ def test_fields_added_by_newer_runs_are_shown(run_dir, tmp_path):
     acc = {r[0]: r[1:] for r in cells(page, "accuracy")}
     assert acc["measured, failures as misses (all labelled images)"][:2] == ["12.500", "30.250"]
     assert acc["ReaL labels"] == ["13.000", "31.000", "900"]
-    assert dict(cells(page, "precision")) == {"weights": "int8", "activations": "int8"}
+    assert dict(cells(page, "precision")) == {"precision": "int8", "calibration method": "entropy",
+                                              "calibration per channel": "True", "calibration images used": "50",
+                                              "evaluated images used for calibration": "40"}
 
 
 def test_rate_series_keeps_every_image():

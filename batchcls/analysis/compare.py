@@ -245,7 +245,7 @@ def _describe(run: RunPredictions) -> dict:
     model = job.get("model") or {}
     return {"source": run.name, "images": int(run.paths.size), "failed": int((~run.ok).sum()),
             "model": model.get("name"), "model_source": model.get("source"),
-            "preprocess": m.get("preprocess"), "precision": m.get("precision"), "logits": run.has_logits}
+            "preprocess": m.get("preprocess"), "precision": (m.get("deploy") or {}).get("precision") or m.get("precision"), "logits": run.has_logits}
 
 
 def write_flips(path: str, a: RunPredictions, b: RunPredictions, result: dict) -> int:

@@ -52,6 +52,20 @@ def _table(headers: list[str], rows: list[list], numeric: set[int] = frozenset()
     return f"<table{ident}><tr>{head}</tr>{body}</table>"
 
 
+def deploy_summary(m: dict):
+    """What ran, as a flat table: metrics.json's `deploy` (precision, calibration, calibration images among the
+    evaluated ones), or an older run's `precision` as it is."""
+    deploy = m.get("deploy")
+    if not isinstance(deploy, dict):
+        return m.get("precision")
+    out = {"precision": deploy.get("precision", "fp32")}
+    for k, v in (deploy.get("calibration") or {}).items():
+        out[f"calibration {k.replace('_', ' ')}"] = v
+    if deploy.get("evaluated_calibration_images") is not None:
+        out["evaluated images used for calibration"] = deploy["evaluated_calibration_images"]
+    return out
+
+
 def _kv(d: dict | None, table_id: str = "") -> str:
     if not d:
         return "<p>—</p>"
@@ -96,7 +110,7 @@ def _summary(m: dict) -> str:
                   table_id="failures") if reasons else "<p>No image failed.</p>"
     t = m.get("timing") or {}
     timing = {label: f"{t[k]:.2f}" for k, label in TIMING_LABELS if t.get(k) is not None}
-    precision = m.get("precision")
+    precision = deploy_summary(m)
     prec = _kv(precision, "precision") if isinstance(precision, dict) else f"<p>{_e(precision or 'as the model file')}</p>"
     ds = m.get("dataset") or {}
     labels = {k: v for k, v in ds.items() if k != "root"}
