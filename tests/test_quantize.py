@@ -79,7 +79,8 @@ def test_unlabelled_set_refused_when_balance_is_asked(tmp_path, tiny_onnx):
     root = str(tmp_path / "unlabelled")
     generate_imagenet_folder(root, 6, classes=2, seed=0, small=True)
     os.unlink(os.path.join(root, "val_label.txt"))
-    plan = make_plan(load_job(_job(tmp_path, root, None, tiny_onnx)), tiny_onnx)
+    # ILSVRC2012-named files are labelled by the built-in ground truth unless labelling is off.
+    plan = make_plan(load_job(_job(tmp_path, root, "none", tiny_onnx)), tiny_onnx)
     with pytest.raises(JobError, match=r"model\.calibration\.balance: .* have no labels"):
         calibrate.calibration_samples(plan, _settings(images=4))
     assert len(calibrate.calibration_samples(plan, _settings(images=4, balance=False))) == 4
@@ -241,7 +242,9 @@ def test_errors_are_one_line(tmp_path, small_set, int8_build, tiny_onnx, capsys)
     out = str(tmp_path / "o.onnx")
     cases = [
         (_job(tmp_path, root, labels, built, "quantized"), ["-o", out], "is already quantized (it has DequantizeLinear"),
-        (_job(tmp_path, root, labels, _no_int8_kernel_model(str(tmp_path / "pool.onnx")), "pool"), ["-o", out],
+        # A 3-class model: the images' ImageNet labels would be refused first, so this one runs unlabelled.
+        (_job(tmp_path, root, "none", _no_int8_kernel_model(str(tmp_path / "pool.onnx")), "pool",
+              calibration={"balance": False}), ["-o", out],
          "has no operator with an int8 kernel (Conv, ConvTranspose, Gemm, MatMul); its operators are "
          "Flatten, GlobalAveragePool, Relu"),
         (_job(tmp_path, root, labels, tiny_onnx, "out"), ["-o", str(tmp_path / "pool.onnx" / "x.onnx")], "--output: cannot write"),
@@ -256,7 +259,7 @@ def test_errors_are_one_line(tmp_path, small_set, int8_build, tiny_onnx, capsys)
     unlabelled = str(tmp_path / "unlabelled")
     generate_imagenet_folder(unlabelled, 3, classes=1, seed=0, small=True)
     os.unlink(os.path.join(unlabelled, "val_label.txt"))
-    cases.append((_job(tmp_path, unlabelled, None, tiny_onnx, "unlabelled"), ["-o", out], "model.calibration.balance: "))
+    cases.append((_job(tmp_path, unlabelled, "none", tiny_onnx, "unlabelled"), ["-o", out], "model.calibration.balance: "))
     for job, args, message in cases:
         code, _, err = _run_cli(capsys, job, *args, "--images", "4", "--method", "minmax")
         assert code == 2, message

@@ -121,7 +121,9 @@ def test_disk_full_keeps_written_parts(data, monkeypatch, ray_local):
     with pytest.raises(BatchclsError, match="No space left on device.*parts already written are kept"):
         run_job(job, log=lambda m: None)
     parts = sorted(os.listdir(os.path.join(job.output.dir, "predictions")))
-    assert parts == ["part-00000.parquet", "part-00001.parquet"]  # no temp file left, both readable
+    # The two parts written before the disk filled (which two depends on the order shards finish), no
+    # temp file left, both readable.
+    assert len(parts) == 2 and all(p.startswith("part-") and p.endswith(".parquet") for p in parts), parts
     assert read_predictions(job.output.dir).num_rows == 96
     monkeypatch.setattr(schema.pq, "write_table", real)
     metrics = run_job(job, log=lambda m: None)
