@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 
 from ..data.discover import imagenet_class_names
 from ..errors import BatchclsError
-from ..schema import PART_GLOB, read_predictions
+from ..schema import PART_GLOB, read_predictions, write_part
 from .stats import kl_rows, mcnemar_exact_p, paired_difference, softmax64
 
 # Rows of logits turned into probabilities at once: 8192 x 1000 float64 is 65 MB per run.
@@ -266,12 +266,5 @@ def write_flips(path: str, a: RunPredictions, b: RunPredictions, result: dict) -
         "kind": pa.array(kind[sel].tolist(), pa.string()),
         "a_topk_ids": pa.array(ta[sel].tolist(), pa.list_(pa.int16())), "a_topk_probs": probs["a"],
         "b_topk_ids": pa.array(tb[sel].tolist(), pa.list_(pa.int16())), "b_topk_probs": probs["b"]})
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}"
-    try:
-        pq.write_table(table, tmp, compression="zstd")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    write_part(os.path.abspath(path), table)
     return int(sel.size)
