@@ -121,7 +121,7 @@ def test_label_paths_resolution_order(tmp_path):
     ds = discover(str(root), str(root / "images" / "list.txt"), layout="folders")
     assert {s.path: s.label for s in ds.samples if s.label is not None} == {"images/" + _val(1): 4,
                                                                          "sub/" + _val(2): 5}
-    assert ds.notes == ("1 images are not in the label file: unlabelled",)
+    assert ds.notes[0] == "1 images are not in the label file: unlabelled"  # then: not the ground truth classes
 
 
 @pytest.mark.parametrize("text,message", [
@@ -169,7 +169,12 @@ def test_flat_val_names_get_builtin_labels(tmp_path):
     assert [s.label for s in off.samples] == [None] * 4 and off.class_source.startswith("none")
     lf = tmp_path / "l.txt"
     lf.write_text(f"{_val(1)} 3\n")
-    assert discover(str(root), str(lf)).samples[0].label == 3  # an explicit label file always wins
+    ds = discover(str(root), str(lf))
+    assert ds.samples[0].label == 3  # an explicit label file always wins, but not silently
+    assert any(n.startswith(f"WARNING: 1 of 1 images named like ILSVRC2012 val images have another class in the "
+                            f"label file than in the built-in ground truth (first: {_val(1)})") for n in ds.notes)
+    lf.write_text(f"{_val(1)} 65\n{_val(2)} {gt[1]}\n")
+    assert not any(n.startswith("WARNING") for n in discover(str(root), str(lf)).notes)
 
 
 def test_numeric_class_folders_are_class_indices(tmp_path):

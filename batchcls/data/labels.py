@@ -288,6 +288,19 @@ class Labels:
     lines: dict | None = None  # sample path -> line of the label file that labels it
 
 
+def _against_ground_truth(listed: dict) -> tuple[str, ...]:
+    """A warning when a label file gives files named like ILSVRC2012 val images other classes than the built-in
+    ground truth: then the file, or the images, are not ILSVRC2012 val's (and ReaL figures mean nothing)."""
+    gt = builtin_val_labels()
+    named = [(p, c) for p, c in listed.items() if (k := val_number(p)) and k <= len(gt)]
+    differ = [p for p, c in named if gt[val_number(p) - 1] != c]
+    if not differ:
+        return ()
+    return (f"WARNING: {len(differ)} of {len(named)} images named like ILSVRC2012 val images have another class in "
+            f"the label file than in the built-in ground truth (first: {differ[0]}): the label file or the images "
+            "are not ILSVRC2012 val's; ReaL figures assume they are (dataset.real_labels: none turns them off)",)
+
+
 def resolve_labels(root: str, paths: list[str], folder_class: dict[str, int] | None, folder_source: str,
                    labels: str | None) -> Labels:
     """One precedence: `labels: none` = unlabelled; a label file; class folders (checked against the
@@ -299,6 +312,7 @@ def resolve_labels(root: str, paths: list[str], folder_class: dict[str, int] | N
         listed = {p: c for p, (c, _) in entries.items()}
         missing = sum(1 for p in paths if p not in listed)
         notes = (f"{missing} images are not in the label file: unlabelled",) if missing else ()
+        notes += _against_ground_truth(listed)
         return Labels(f"label file {labels}", listed, (), notes, {p: n for p, (_, n) in entries.items()})
     gt = builtin_val_labels()
     if folder_class is not None:
