@@ -243,7 +243,8 @@ def quantize_int8(model_path: str, out_path: str, batches: Iterable[np.ndarray],
         import onnxruntime
 
         raise BackendUnavailable(f"int8 builds need onnxruntime >= 1.32 (precomputed calibration ranges), this is "
-                                 f"{onnxruntime.__version__}: pip install -U onnxruntime")
+                                 f"{onnxruntime.__version__}: pip install -U onnxruntime (on Python 3.11 or 3.12: "
+                                 "onnxruntime has no wheels for 3.10 after 1.23)")
     _load(model_path, "int8")
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="batchcls-quant.") as tmp:
