@@ -12,7 +12,7 @@ import numpy as np
 from .config import Job, vacc_files
 from .constants import FULLRES_SHARD_IMAGES
 from .data.discover import Dataset, discover, select
-from .data.labels import check_label_range, load_class_subset, resolve_real_labels
+from .data.labels import NOT_GROUND_TRUTH, check_label_range, load_class_subset, resolve_real_labels
 from .data.shards import Shard, effective_shard_size, make_shards, preprocess_key
 from .errors import BatchclsError, JobError
 from .transforms import create_transform
@@ -108,6 +108,8 @@ def make_plan(job: Job, model_path: str) -> Plan:
     except JobError as e:
         raise e.with_path(job.path) from None
     plan.label_info = label_info(ds, samples, subset, real_source)
+    if job.dataset.generate is not None:  # generated images carry val names but not val's classes
+        plan.label_info["notes"] = [n for n in plan.label_info["notes"] if not n.startswith(NOT_GROUND_TRUTH)]
     plan.fingerprint = run_fingerprint(plan)
     return plan
 

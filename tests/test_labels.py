@@ -171,7 +171,7 @@ def test_flat_val_names_get_builtin_labels(tmp_path):
     lf.write_text(f"{_val(1)} 3\n")
     ds = discover(str(root), str(lf))
     assert ds.samples[0].label == 3  # an explicit label file always wins, but not silently
-    assert any(n.startswith(f"WARNING: 1 of 1 images named like ILSVRC2012 val images have another class in the "
+    assert any(n.startswith(f"WARNING: images named like ILSVRC2012 val images: 1 of 1 have another class in the "
                             f"label file than in the built-in ground truth (first: {_val(1)})") for n in ds.notes)
     lf.write_text(f"{_val(1)} 65\n{_val(2)} {gt[1]}\n")
     assert not any(n.startswith("WARNING") for n in discover(str(root), str(lf)).notes)
@@ -361,3 +361,23 @@ def test_plan_reports_folders_that_contradict_the_builtin_ground_truth(tmp_path,
                           "labels": info}, None, "t")
     assert f"WARNING: 1 images lie in a class folder other than their built-in ILSVRC2012 ground truth (first: " \
            f"{SYN[(gt[4] + 1) % 1000]}/{_val(5)}): the class folders were built wrongly" in text
+
+
+def test_plan_warns_of_a_label_file_against_the_ground_truth_unless_the_images_are_generated(tmp_path, tiny_onnx):
+    from batchcls.config import load_job
+    from batchcls.data.labels import NOT_GROUND_TRUTH
+    from batchcls.plan import make_plan
+
+    from conftest import write_job
+
+    root = tmp_path / "val"
+    for k in (1, 2):
+        _touch(root / _val(k))
+    labels = tmp_path / "val.txt"
+    labels.write_text(f"{_val(1)} 1\n{_val(2)} 2\n")  # not the ground truth's classes
+    sections = dict(model={"name": "tiny", "onnx": tiny_onnx}, output={"dir": str(tmp_path / "o")})
+    job = load_job(write_job(tmp_path, dataset={"root": str(root), "labels": str(labels)}, **sections))
+    assert [n for n in make_plan(job, tiny_onnx).label_info["notes"] if n.startswith(NOT_GROUND_TRUTH)]
+    generated = load_job(write_job(tmp_path, dataset={"root": str(root), "labels": str(labels),
+                                                      "generate": {"count": 2, "classes": 2}}, **sections))
+    assert not [n for n in make_plan(generated, tiny_onnx).label_info["notes"] if n.startswith(NOT_GROUND_TRUTH)]

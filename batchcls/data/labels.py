@@ -288,6 +288,10 @@ class Labels:
     lines: dict | None = None  # sample path -> line of the label file that labels it
 
 
+# The start of the warning below (a job whose images are generated, `dataset.generate`, drops it).
+NOT_GROUND_TRUTH = "WARNING: images named like ILSVRC2012 val images"
+
+
 def _against_ground_truth(listed: dict) -> tuple[str, ...]:
     """A warning when a label file gives files named like ILSVRC2012 val images other classes than the built-in
     ground truth: then the file, or the images, are not ILSVRC2012 val's (and ReaL figures mean nothing)."""
@@ -296,9 +300,9 @@ def _against_ground_truth(listed: dict) -> tuple[str, ...]:
     differ = [p for p, c in named if gt[val_number(p) - 1] != c]
     if not differ:
         return ()
-    return (f"WARNING: {len(differ)} of {len(named)} images named like ILSVRC2012 val images have another class in "
-            f"the label file than in the built-in ground truth (first: {differ[0]}): the label file or the images "
-            "are not ILSVRC2012 val's; ReaL figures assume they are (dataset.real_labels: none turns them off)",)
+    return (f"{NOT_GROUND_TRUTH}: {len(differ)} of {len(named)} have another class in the label file than in the built-in ground truth (first: {differ[0]}): if they are ILSVRC2012 val "
+            "images, the label file is wrong (another class order?) and so is the accuracy; if they are other "
+            "images named that way, set dataset.real_labels: none",)
 
 
 def resolve_labels(root: str, paths: list[str], folder_class: dict[str, int] | None, folder_source: str,
