@@ -86,14 +86,19 @@ def shard_cache_path(cache_dir: str, prep_key: str, shard_key: str) -> str:
     return os.path.join(cache_dir, prep_key, f"{shard_key}.npz")
 
 
+def probe_writable(folder: str) -> None:
+    """Create `folder` and write (then remove) a file there; OSError when that cannot be done."""
+    os.makedirs(folder, exist_ok=True)
+    probe = os.path.join(folder, f".probe{os.getpid()}")
+    with open(probe, "w") as f:
+        f.write("ok")
+    os.unlink(probe)
+
+
 def check_writable(folder: str, field: str) -> None:
     """Create `folder` and prove a file can be written there, or say which field to change."""
     try:
-        os.makedirs(folder, exist_ok=True)
-        probe = os.path.join(folder, f".probe{os.getpid()}")
-        with open(probe, "w") as f:
-            f.write("ok")
-        os.unlink(probe)
+        probe_writable(folder)
     except OSError as e:
         raise BatchclsError(f"{field}: cannot write to {folder!r} ({e.strerror}); choose a writable folder "
                             f"with --set {field}=PATH") from None

@@ -12,7 +12,7 @@ import sys
 import time
 from typing import Iterator, Sequence
 
-from .cache import check_writable, shard_cache_path
+from .cache import check_writable, probe_writable, shard_cache_path
 from .config import Job, load_job
 from .data.discover import Sample, select
 from .data.shards import make_shards
@@ -162,13 +162,8 @@ def describe_model(model_path: str, evaluated: Sequence[Sample]) -> dict:
 
 def check_output(out: str) -> None:
     """BatchclsError (one line) when `out` cannot be written, before any work is done."""
-    folder = os.path.dirname(os.path.abspath(out))
     try:
-        os.makedirs(folder, exist_ok=True)
-        probe = os.path.join(folder, f".probe{os.getpid()}")
-        with open(probe, "w") as f:
-            f.write("ok")
-        os.unlink(probe)
+        probe_writable(os.path.dirname(os.path.abspath(out)))
     except OSError as e:
         raise BatchclsError(f"--output: cannot write {out!r} ({e.strerror or e}); choose a writable path") from None
     if os.path.isdir(out):

@@ -100,6 +100,7 @@ def subset_topk(logits: np.ndarray, k: int, subset: np.ndarray | None,
         return topk(logits, k, scores)
     sub = logits[:, subset]
     if scores == "probs":
-        sub = sub.astype(np.float32) / np.maximum(sub.astype(np.float32).sum(axis=1, keepdims=True), 1e-30)
+        sub = sub.astype(np.float32)
+        sub = sub / np.maximum(sub.sum(axis=1, keepdims=True), 1e-30)
     ids, probs = topk(sub, k, scores)
     return subset[ids].astype(np.int16), probs

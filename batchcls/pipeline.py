@@ -10,11 +10,12 @@ from collections import deque
 import ray
 from tqdm import tqdm
 
+from .analysis.runreport import write_run_report_safely
 from .backends.providers import worker_env
+from .cache import check_writable, shard_cache_path
+from .calibrate import deployed_model, describe_model
 from .config import Job
 from .constants import CACHED_READ_CPUS, MAX_SHARDS_IN_FLIGHT_PER_WORKER, PREP_NICENESS, WORKER_NICENESS
-from .cache import check_writable, shard_cache_path
-from .analysis.runreport import write_run_report_safely
 from .cluster import actor_options, check_capacity, host_units, init_ray, prep_placement, unwrap_error, worker_count
 from .errors import BatchclsError, DeviceError, JobError
 from .plan import Plan, make_plan
@@ -23,7 +24,6 @@ from .stages.infer import InferWorker
 from .stages.prep import prep_shard, transform_spec
 from .stages.reduce import reduce_shard
 from .stages.report import compute_metrics, format_report
-from .calibrate import deployed_model, describe_model
 from .workload import backend_options, generate_dataset, read_model_bytes, resolve_fp32_model
 
 # Ray retries a prep task whose process died (OOM, segfault in a decoder) this many times.
